@@ -1,0 +1,2 @@
+// Placeholder: the PostgreSQL server setup replaces this.
+export default function setup() {}
