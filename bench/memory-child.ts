@@ -1,0 +1,144 @@
+/**
+ * Measurements that need a process of their own, run by `memory.ts` with
+ * `node --expose-gc --import tsx bench/memory-child.ts ...`; prints one JSON line.
+ *
+ *   heap <map|effect-kv|layerMemory> <entries>   heapUsed + external per entry after gc
+ *   stall <entries>                              longest event-loop stall while the
+ *                                                sweeper removes `entries` expired entries
+ */
+import { monitorEventLoopDelay } from "node:perf_hooks"
+import { setTimeout as sleep } from "node:timers/promises"
+import * as KeyValueStore from "@effect/platform/KeyValueStore"
+import * as Effect from "effect/Effect"
+import { KvStore } from "../src/KvStore.js"
+import * as MemoryStore from "../src/MemoryStore.js"
+import { buildService } from "./lib/effect.js"
+
+const VALUE_BYTES = 100
+const keyOf = (i: number): string => `user:${i.toString().padStart(7, "0")}`
+const valueOf = (i: number): Uint8Array => new Uint8Array(VALUE_BYTES).fill(i & 0xff)
+
+const gc = (globalThis as { gc?: () => void }).gc
+if (gc === undefined) throw new Error("run with --expose-gc")
+
+const settledMemory = async (): Promise<number> => {
+  for (let i = 0; i < 4; i++) {
+    gc()
+    await sleep(10)
+  }
+  const m = process.memoryUsage()
+  return m.heapUsed + m.external
+}
+
+const heap = async (subject: string, entries: number) => {
+  let keep: unknown
+  let close = async () => {}
+  let before: number
+  if (subject === "map") {
+    before = await settledMemory()
+    const map = new Map<string, Uint8Array>()
+    for (let i = 0; i < entries; i++) map.set(keyOf(i), valueOf(i))
+    keep = map
+  } else if (subject === "layerMemory") {
+    const built = await buildService(KeyValueStore.layerMemory, KeyValueStore.KeyValueStore)
+    close = built.close
+    before = await settledMemory()
+    const store = built.service
+    await Effect.runPromise(Effect.gen(function*() {
+      for (let i = 0; i < entries; i++) yield* store.set(keyOf(i), valueOf(i))
+    }))
+    keep = store
+  } else if (subject === "effect-kv") {
+    const built = await buildService(MemoryStore.layer(), KvStore)
+    close = built.close
+    before = await settledMemory()
+    const store = built.service
+    await Effect.runPromise(Effect.gen(function*() {
+      for (let i = 0; i < entries; i++) yield* store.set(keyOf(i), valueOf(i))
+    }))
+    keep = store
+  } else {
+    throw new Error(`unknown subject ${subject}`)
+  }
+  const after = await settledMemory()
+  const bytesPerEntry = (after - before) / entries
+  if (keep === undefined) throw new Error("unreachable")
+  await close()
+  return { subject, entries, bytesPerEntry }
+}
+
+/**
+ * Fills a store whose sweeper runs every `INTERVAL_MS` (real clock) with
+ * entries that expire at once, then records the event-loop delay around the
+ * first sweep. A 1 ms timer also logs when the longest gap happened, to check
+ * it coincides with the sweep rather than with something else.
+ */
+const stall = async (entries: number) => {
+  const INTERVAL_MS = 5_000
+  const t0 = performance.now()
+  const built = await buildService(MemoryStore.layer({ cleanupInterval: `${INTERVAL_MS} millis` }), KvStore)
+  const store = built.service
+  await Effect.runPromise(Effect.gen(function*() {
+    for (let i = 0; i < entries; i++) yield* store.set(keyOf(i), valueOf(i), "1 millis")
+  }))
+  const filledAt = performance.now() - t0
+  await sleep(50)
+
+  // idle reference: the same process doing nothing for 500 ms
+  const idle = monitorEventLoopDelay({ resolution: 1 })
+  idle.enable()
+  await sleep(500)
+  idle.disable()
+
+  if (performance.now() - t0 > INTERVAL_MS - 200) {
+    throw new Error(`filling took ${filledAt.toFixed(0)} ms: the first sweep already ran; raise INTERVAL_MS`)
+  }
+  const histogram = monitorEventLoopDelay({ resolution: 1 })
+  let last = performance.now()
+  let longestGap = 0
+  let longestGapAt = 0
+  const ticker = setInterval(() => {
+    const now = performance.now()
+    if (now - last > longestGap) {
+      longestGap = now - last
+      longestGapAt = now - t0
+    }
+    last = now
+  }, 1)
+  histogram.enable()
+  // the sweep starts INTERVAL_MS after the layer was built; give it 3 s to finish
+  await sleep(INTERVAL_MS + 3_000 - (performance.now() - t0))
+  histogram.disable()
+  clearInterval(ticker)
+
+  // nothing should be left for a manual cleanup if the sweeper did its job
+  const leftForCleanup = await Effect.runPromise(store.cleanup)
+  const live = (await Effect.runPromise(store.keys(""))).length
+  await built.close()
+  return {
+    entries,
+    mode: `real clock, cleanupInterval ${INTERVAL_MS} ms`,
+    fillMs: filledAt,
+    maxStallMs: histogram.max / 1e6,
+    p99StallMs: histogram.percentile(99) / 1e6,
+    idleMaxMs: idle.max / 1e6,
+    longestGapMs: longestGap,
+    longestGapAtMs: longestGapAt,
+    leftForCleanup,
+    live,
+    note: `sweeper triggered by a real cleanupInterval of ${INTERVAL_MS} ms (not TestClock, not a direct cleanup call); ` +
+      `longest 1 ms-timer gap ${longestGap.toFixed(1)} ms at t=${(longestGapAt / 1000).toFixed(2)} s (sweep due at ${
+        INTERVAL_MS / 1000
+      } s); entries left for a manual cleanup afterwards: ${leftForCleanup}, live keys: ${live}`
+  }
+}
+
+const [mode, a, b] = process.argv.slice(2)
+const result = mode === "heap"
+  ? await heap(a!, Number(b))
+  : mode === "stall"
+  ? await stall(Number(a))
+  : (() => {
+    throw new Error(`usage: memory-child.ts heap <subject> <entries> | stall <entries>`)
+  })()
+console.log(JSON.stringify(result))

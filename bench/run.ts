@@ -1,0 +1,56 @@
+/**
+ * `npm run bench` (everything), `npm run bench -- memory`, `npm run bench -- postgres`.
+ * Prints the table and writes `bench/results.json`. PostgreSQL comes from
+ * `DATABASE_URL` or the embedded server the tests use (`dev/postgresServer.ts`).
+ */
+import { fileURLToPath } from "node:url"
+import { startPostgres } from "../dev/postgresServer.js"
+import { runMemory } from "./memory.js"
+import { runPostgres } from "./postgres.js"
+import { formatTable, type Row, score, writeResults } from "./lib/report.js"
+
+const args = process.argv.slice(2).filter((a) => a !== "--")
+const which = args[0] ?? "all"
+if (!["all", "memory", "postgres"].includes(which)) {
+  console.error("usage: npm run bench [-- memory|postgres]")
+  process.exit(2)
+}
+
+const started = performance.now()
+const rows: Array<Row> = []
+const failures: Array<string> = []
+
+if (which === "all" || which === "memory") {
+  try {
+    rows.push(...(await runMemory()))
+  } catch (error) {
+    failures.push(`memory: ${error instanceof Error ? error.stack ?? error.message : String(error)}`)
+  }
+}
+let postgres: Record<string, unknown> | undefined
+if (which === "all" || which === "postgres") {
+  const server = await startPostgres()
+  postgres = { embedded: server.embedded, collation: server.collation }
+  try {
+    rows.push(...(await runPostgres(server.url)))
+  } catch (error) {
+    failures.push(`postgres: ${error instanceof Error ? error.stack ?? error.message : String(error)}`)
+  } finally {
+    await server.stop()
+  }
+}
+
+const scored = rows.map(score)
+const elapsed = (performance.now() - started) / 1000
+console.log()
+console.log(formatTable(scored))
+const met = scored.filter((r) => r.met === true).length
+const missed = scored.filter((r) => r.met === false).length
+console.log(`\ntargets: ${met} met, ${missed} missed; ran ${which} in ${elapsed.toFixed(0)} s`)
+const resultsPath = fileURLToPath(new URL("./results.json", import.meta.url))
+writeResults(resultsPath, scored, { suite: which, elapsedSeconds: elapsed, postgres, failures })
+console.log(`wrote ${resultsPath}`)
+if (failures.length > 0) {
+  console.error(`\n${failures.join("\n\n")}`)
+  process.exitCode = 1
+}
