@@ -1,0 +1,463 @@
+/**
+ * PostgresStore against a real PostgreSQL (see test/globalSetup.ts): the shared
+ * conformance suite on a logged and an unlogged table, then what only a shared
+ * database can get wrong: several app instances (separate pools), hash
+ * collisions, the index behind `keys`, cleanup batches and the sweep schedule,
+ * hostile names, killed connections.
+ */
+import { PgClient } from "@effect/sql-pg"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { assert, describe, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import { randomUUID } from "node:crypto"
+import { inject } from "vitest"
+import * as KvStore from "../src/KvStore.js"
+import { keyHash } from "../src/internal/hash.js"
+import { prefixUpperBound } from "../src/internal/postgresSql.js"
+import { statementsFor } from "../src/internal/postgresStore.js"
+import * as PostgresStore from "../src/PostgresStore.js"
+import { conformance } from "./conformance.js"
+
+const databaseUrl = inject("databaseUrl")
+const run = randomUUID().slice(0, 8)
+/** A table name no other test or run uses. */
+const freshTable = (what: string) => `kv_${what}_${run}`
+
+const pg = (applicationName = "effect-kv-test") =>
+  PgClient.layer({ url: Redacted.make(databaseUrl), applicationName })
+
+const storeLayer = (options: PostgresStore.Options, applicationName?: string) =>
+  PostgresStore.layer(options).pipe(Layer.provide(pg(applicationName)))
+
+conformance("PostgresStore (logged table)", storeLayer({ table: freshTable("conformance") }), { databaseClock: true })
+conformance(
+  "PostgresStore (unlogged table)",
+  storeLayer({ table: freshTable("conformance_unlogged"), unlogged: true }),
+  { databaseClock: true }
+)
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+const bytes = (s: string) => encoder.encode(s)
+const text = (b: Uint8Array) => decoder.decode(b)
+
+/** An app instance: its own pool and store, living as long as the test's scope. */
+const instance = (options: PostgresStore.Options, applicationName?: string) =>
+  Effect.map(Layer.build(storeLayer(options, applicationName)), (ctx) => Context.get(ctx, KvStore.KvStore))
+
+/** A plain SQL connection pool for setting up and inspecting tables, as a DBA would. */
+const admin = Effect.map(Layer.build(pg("effect-kv-admin")), (ctx) => Context.get(ctx, SqlClient.SqlClient))
+
+const sleep = (millis: number) => Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, millis)))
+
+const increment = (store: KvStore.Service, key: string) =>
+  store.update(key, (current) =>
+    Effect.succeed(bytes(String(Option.match(current, { onNone: () => 0, onSome: (v) => Number(text(v)) }) + 1))))
+
+const expectKvError = <A, E>(exit: Exit.Exit<A, E>, op: string, reason: "InvalidArgument" | "Backend") => {
+  assert.isTrue(Exit.isFailure(exit), `expected ${op} to fail`)
+  if (Exit.isFailure(exit)) {
+    const failure = Cause.failureOption(exit.cause)
+    assert.isTrue(Option.isSome(failure), `expected a typed failure, got ${Cause.pretty(exit.cause)}`)
+    const error = Option.getOrThrow(failure)
+    assert.instanceOf(error, KvStore.KvError)
+    assert.strictEqual((error as KvStore.KvError).reason, reason, (error as KvStore.KvError).message)
+    assert.strictEqual((error as KvStore.KvError).op, op)
+  }
+}
+
+describe("PostgresStore", () => {
+  describe("several app instances on one database", () => {
+    it.scoped("2 × 50 concurrent increments of one missing key lose no write", () =>
+      Effect.gen(function*() {
+        const table = freshTable("instances")
+        const [a, b] = yield* Effect.all([instance({ table }), instance({ table })])
+        const key = "counter/missing"
+        yield* Effect.all(
+          Array.from({ length: 100 }, (_, i) => increment(i % 2 === 0 ? a : b, key)),
+          { concurrency: "unbounded", discard: true }
+        )
+        assert.strictEqual(text(yield* a.get(key)), "100")
+        assert.strictEqual(text(yield* b.get(key)), "100")
+      }))
+
+    it.scoped("2 × 50 concurrent increments of one expired key lose no write", () =>
+      Effect.gen(function*() {
+        const table = freshTable("instances")
+        const [a, b] = yield* Effect.all([instance({ table }), instance({ table })])
+        const key = "counter/expired"
+        yield* a.set(key, bytes("1000"), "30 millis")
+        yield* sleep(60)
+        yield* Effect.all(
+          Array.from({ length: 100 }, (_, i) => increment(i % 2 === 0 ? a : b, key)),
+          { concurrency: "unbounded", discard: true }
+        )
+        assert.strictEqual(text(yield* b.get(key)), "100")
+      }))
+
+    it.scoped("a set from one instance waits for an update in flight in another", () =>
+      Effect.gen(function*() {
+        const table = freshTable("instances")
+        const [a, b] = yield* Effect.all([instance({ table }), instance({ table })])
+        const key = "waits/missing"
+        const started = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const updating = yield* Effect.fork(
+          a.update(key, () => Deferred.succeed(started, undefined).pipe(Effect.zipRight(Deferred.await(release)), Effect.as(bytes("u"))))
+        )
+        yield* Deferred.await(started)
+        const setting = yield* Effect.fork(b.set(key, bytes("s")))
+        const deleting = yield* Effect.fork(b.delete(key + "/other"))
+        yield* sleep(100)
+        assert.isNull(yield* Fiber.poll(setting).pipe(Effect.map(Option.getOrNull)), "set did not wait")
+        assert.isFalse(yield* Fiber.join(deleting), "a delete of another key waits for nothing")
+        yield* Deferred.succeed(release, undefined)
+        yield* Fiber.join(updating)
+        yield* Fiber.join(setting)
+        assert.strictEqual(text(yield* a.get(key)), "s")
+      }))
+
+    it.scoped("concurrent layer builds create one table without failing", () =>
+      Effect.gen(function*() {
+        const table = freshTable("race")
+        const stores = yield* Effect.all(Array.from({ length: 4 }, () => instance({ table })), { concurrency: "unbounded" })
+        yield* stores[0]!.set("k", bytes("v"))
+        assert.strictEqual(text(yield* stores[3]!.get("k")), "v")
+      }))
+  })
+
+  describe("schema", () => {
+    it.scoped("two keys with colliding key_hash both survive with their own values", () =>
+      Effect.gen(function*() {
+        const table = freshTable("collide")
+        const store = yield* instance({ table })
+        const sql = yield* admin
+        yield* store.set("first", bytes("one"))
+        // the second row carries the first key's hash, as a real FNV-1a collision would
+        yield* sql.unsafe(
+          `INSERT INTO ${statementsFor({ table }).qualifiedTable} (key_hash, key, value) VALUES ($1, $2, $3)`,
+          [keyHash("first").toString(), "second", Buffer.from("two")]
+        )
+        const hashes = yield* sql.unsafe<{ n: string }>(
+          `SELECT count(DISTINCT key_hash)::text AS n FROM ${statementsFor({ table }).qualifiedTable}`
+        )
+        assert.strictEqual(hashes[0]!.n, "1")
+        assert.strictEqual(text(yield* store.get("first")), "one")
+        assert.strictEqual(text(yield* store.get("second")), "two")
+        yield* store.update("second", () => Effect.succeed(bytes("two!")))
+        yield* store.set("first", bytes("one!"))
+        assert.strictEqual(text(yield* store.get("first")), "one!")
+        assert.strictEqual(text(yield* store.get("second")), "two!")
+        assert.deepStrictEqual(yield* store.keys(""), ["first", "second"])
+        assert.isTrue(yield* store.delete("first"))
+        assert.strictEqual(text(yield* store.get("second")), "two!")
+      }))
+
+    it.scoped("a row inserted by hand with key_hash, key and value only is a live entry without expiry", () =>
+      Effect.gen(function*() {
+        const table = freshTable("byhand")
+        const store = yield* instance({ table })
+        const sql = yield* admin
+        yield* sql.unsafe(
+          `INSERT INTO ${statementsFor({ table }).qualifiedTable} (key_hash, key, value) VALUES (42, 'hand', '\\x6869')`
+        )
+        assert.strictEqual(text(yield* store.get("hand")), "hi")
+        assert.deepStrictEqual(yield* store.keys("ha"), ["hand"])
+        const seen = yield* store.update("hand", (current) => Effect.succeed(Option.getOrElse(current, () => bytes("none"))))
+        assert.strictEqual(text(seen), "hi")
+        assert.isTrue(yield* store.delete("hand"))
+      }))
+
+    it.scoped("the key column sorts by code point although the database collation is not C", () =>
+      Effect.gen(function*() {
+        const sql = yield* admin
+        const collation = yield* sql.unsafe<{ c: string }>(
+          `SELECT coalesce(datlocale, datcollate) AS c FROM pg_database WHERE datname = current_database()`
+        )
+        // informative: the embedded server is initialised with en-US where possible
+        console.log(`database collation: ${collation[0]!.c}`)
+        const table = freshTable("order")
+        const store = yield* instance({ table })
+        const keys = ["a", "B", "b", "Z", "é", "\u{1F600}", "\uFFFD", "a b", "a_b", "ab"]
+        yield* Effect.forEach(keys, (k) => store.set(k, bytes(k)), { discard: true })
+        const expected = [...keys].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)))
+        assert.deepStrictEqual(yield* store.keys(""), expected)
+      }))
+
+    it.scoped("table and schema names are quoted: a reserved word and a new schema work", () =>
+      Effect.gen(function*() {
+        const schema = `kv_schema_${run}`
+        const store = yield* instance({ schema, table: "select" })
+        yield* store.set("k", bytes("v"))
+        assert.strictEqual(text(yield* store.get("k")), "v")
+      }))
+  })
+
+  describe("keys(prefix) is served by the primary-key index", () => {
+    it("upper bounds: last code point + 1, skipping surrogates, dropping trailing U+10FFFF", () => {
+      assert.strictEqual(prefixUpperBound("ab"), "ac")
+      assert.strictEqual(prefixUpperBound("a\uD7FF"), "a\uE000")
+      assert.strictEqual(prefixUpperBound("a\u{10FFFF}"), "b")
+      assert.strictEqual(prefixUpperBound("a\u{FFFF}"), "a\u{10000}")
+      assert.strictEqual(prefixUpperBound("\u{10FFFF}\u{10FFFF}"), undefined)
+    })
+
+    it.scoped("EXPLAIN of the store's own statements on 100k rows shows an index scan", () =>
+      Effect.gen(function*() {
+        const table = freshTable("explain")
+        yield* instance({ table })
+        const sql = yield* admin
+        const statements = statementsFor({ table })
+        yield* sql.unsafe(
+          `INSERT INTO ${statements.qualifiedTable} (key_hash, key, value, expires_at) ` +
+            `SELECT i, 'user/' || lpad(i::text, 6, '0'), '\\x00', CASE WHEN i % 3 = 0 THEN now() + interval '1 hour' END ` +
+            `FROM generate_series(1, 100000) AS i`
+        )
+        yield* sql.unsafe(`ANALYZE ${statements.qualifiedTable}`)
+        const plans: Array<string> = []
+        for (
+          const [statement, params] of [
+            [statements.keysInRange, ["user/0012", prefixUpperBound("user/0012")]],
+            [statements.keysInRange, ["user/0", prefixUpperBound("user/0")]],
+            [statements.keysFrom, ["user/09999"]],
+            [statements.get, ["user/000042"]]
+          ] as const
+        ) {
+          const rows = yield* sql.unsafe<{ "QUERY PLAN": string }>(`EXPLAIN ${statement}`, [...params])
+          const plan = rows.map((row) => row["QUERY PLAN"]).join("\n")
+          plans.push(plan)
+          assert.include(plan, "Index", plan)
+          assert.notInclude(plan, "Seq Scan", plan)
+        }
+        console.log(plans.join("\n---\n"))
+        const store = yield* instance({ table, createTable: false })
+        assert.strictEqual((yield* store.keys("user/0012")).length, 100)
+        assert.deepStrictEqual((yield* store.keys("user/00001")).slice(0, 3), ["user/000010", "user/000011", "user/000012"])
+      }), { timeout: 60_000 })
+  })
+
+  describe("cleanup", () => {
+    it.scoped("deletes a backlog in batches and returns the count", () =>
+      Effect.gen(function*() {
+        const table = freshTable("cleanup")
+        const store = yield* instance({ table })
+        const sql = yield* admin
+        const t = statementsFor({ table }).qualifiedTable
+        yield* sql.unsafe(
+          `INSERT INTO ${t} (key_hash, key, value, expires_at) ` +
+            `SELECT i, 'old/' || i, '\\x00', now() - interval '1 second' FROM generate_series(1, 2500) AS i`
+        )
+        yield* store.set("live/forever", bytes("x"))
+        yield* store.set("live/later", bytes("x"), "1 hour")
+        assert.strictEqual(yield* store.cleanup, 2500)
+        assert.strictEqual(yield* store.cleanup, 0)
+        assert.deepStrictEqual(yield* store.keys(""), ["live/forever", "live/later"])
+        const left = yield* sql.unsafe<{ n: number }>(`SELECT count(*)::int AS n FROM ${t}`)
+        assert.strictEqual(left[0]!.n, 2)
+      }))
+
+    // live: the sweep runs on the real clock's schedule
+    it.scopedLive("the scheduled sweep of two instances removes expired rows without errors", () =>
+      Effect.gen(function*() {
+        const warnings: Array<string> = []
+        const logger = Logger.make(({ logLevel, message }) => {
+          if (logLevel._tag === "Warning" || logLevel._tag === "Error") warnings.push(String(message))
+        })
+        const table = freshTable("sweep")
+        const t = statementsFor({ table }).qualifiedTable
+        const sql = yield* admin
+        const build = instance({ table, cleanupInterval: "30 millis" }).pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, logger))
+        )
+        const [a] = yield* Effect.all([build, build], { concurrency: "unbounded" })
+        yield* sql.unsafe(
+          `INSERT INTO ${t} (key_hash, key, value, expires_at) ` +
+            `SELECT i, 'old/' || i, '\\x00', now() - interval '1 second' FROM generate_series(1, 3000) AS i`
+        )
+        yield* a.set("live", bytes("x"))
+        let left = -1
+        for (let i = 0; i < 100 && left !== 1; i++) {
+          yield* sleep(30)
+          left = (yield* sql.unsafe<{ n: number }>(`SELECT count(*)::int AS n FROM ${t}`))[0]!.n
+        }
+        assert.strictEqual(left, 1, "expired rows were not swept")
+        assert.deepStrictEqual(warnings, [])
+      }))
+  })
+
+  describe("bad options", () => {
+    const hostile = ["kv; DROP TABLE x", "\"quoted\"", "", "a".repeat(64), "with space", "Upper", "1st", "kv\u0000"]
+    for (const name of hostile) {
+      it.scoped(`refuses table/schema name ${JSON.stringify(name)} at layer build`, () =>
+        Effect.gen(function*() {
+          expectKvError(yield* Effect.exit(instance({ table: name })), "layer", "InvalidArgument")
+          expectKvError(yield* Effect.exit(instance({ schema: name })), "layer", "InvalidArgument")
+        }))
+    }
+
+    it.scoped("accepts a 63-character name", () =>
+      Effect.gen(function*() {
+        const store = yield* instance({ table: `kv_${run}_`.padEnd(63, "x") })
+        yield* store.set("k", bytes("v"))
+        assert.strictEqual(text(yield* store.get("k")), "v")
+      }))
+
+    it.scoped("refuses a non-positive or invalid cleanupInterval", () =>
+      Effect.gen(function*() {
+        for (const interval of [0, -1, Number.NaN, "-1 millis", Infinity] as const) {
+          expectKvError(
+            yield* Effect.exit(instance({ table: freshTable("interval"), cleanupInterval: interval })),
+            "layer",
+            "InvalidArgument"
+          )
+        }
+      }))
+
+    it.scoped("createTable: false on a missing table builds, then fails with KvError Backend on use", () =>
+      Effect.gen(function*() {
+        const store = yield* instance({ table: freshTable("missing"), createTable: false })
+        expectKvError(yield* Effect.exit(store.get("k")), "get", "Backend")
+        expectKvError(yield* Effect.exit(store.set("k", bytes("v"))), "set", "Backend")
+        expectKvError(yield* Effect.exit(store.update("k", () => Effect.succeed(bytes("v")))), "update", "Backend")
+        expectKvError(yield* Effect.exit(store.delete("k")), "delete", "Backend")
+        expectKvError(yield* Effect.exit(store.keys("")), "keys", "Backend")
+        expectKvError(yield* Effect.exit(store.cleanup), "cleanup", "Backend")
+      }))
+  })
+
+  describe("backend trouble", () => {
+    const terminate = (sql: SqlClient.SqlClient, applicationName: string) =>
+      sql.unsafe(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()`,
+        [applicationName]
+      )
+
+    it.scoped("killed connections give KvError, never a defect, and the next call succeeds", () =>
+      Effect.gen(function*() {
+        const table = freshTable("killed")
+        const app = `effect-kv-victim-${run}`
+        const victim = yield* instance({ table }, app)
+        const other = yield* instance({ table })
+        const sql = yield* admin
+        yield* victim.set("k", bytes("1"))
+
+        // killed while idle in the pool
+        yield* terminate(sql, app)
+        yield* sleep(50)
+        const afterIdle = yield* Effect.exit(victim.get("k"))
+        if (Exit.isFailure(afterIdle)) expectKvError(afterIdle, "get", "Backend")
+        assert.strictEqual(text(yield* victim.get("k")), "1")
+
+        // killed while a set waits for the key's lock (held by the other instance's update)
+        const started = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const holding = yield* Effect.fork(
+          other.update("k", () => Deferred.succeed(started, undefined).pipe(Effect.zipRight(Deferred.await(release)), Effect.as(bytes("2"))))
+        )
+        yield* Deferred.await(started)
+        const setting = yield* Effect.fork(victim.set("k", bytes("3")))
+        yield* sleep(50)
+        yield* terminate(sql, app)
+        expectKvError(yield* Fiber.await(setting), "set", "Backend")
+        yield* Deferred.succeed(release, undefined)
+        yield* Fiber.join(holding)
+        assert.strictEqual(text(yield* victim.get("k")), "2")
+
+        // killed in the middle of the victim's own update: the function ran, the write did not happen
+        const inside = yield* Deferred.make<void>()
+        const resume = yield* Deferred.make<void>()
+        const updating = yield* Effect.fork(
+          victim.update("k", () => Deferred.succeed(inside, undefined).pipe(Effect.zipRight(Deferred.await(resume)), Effect.as(bytes("4"))))
+        )
+        yield* Deferred.await(inside)
+        yield* terminate(sql, app)
+        yield* sleep(50)
+        yield* Deferred.succeed(resume, undefined)
+        expectKvError(yield* Fiber.await(updating), "update", "Backend")
+        assert.strictEqual(text(yield* victim.get("k")), "2")
+        // and the key is not left locked
+        yield* victim.update("k", () => Effect.succeed(bytes("5"))).pipe(Effect.timeout("2 seconds"))
+        assert.strictEqual(text(yield* other.get("k")), "5")
+      }))
+
+    it.scoped("an interrupted update leaves no advisory lock behind", () =>
+      Effect.gen(function*() {
+        const table = freshTable("interrupt")
+        const app = `effect-kv-interrupt-${run}`
+        const store = yield* instance({ table }, app)
+        const sql = yield* admin
+        const advisoryLocks = sql.unsafe<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid ` +
+            `WHERE l.locktype = 'advisory' AND a.application_name = $1`,
+          [app]
+        ).pipe(Effect.map((rows) => rows[0]!.n))
+        const started = yield* Deferred.make<void>()
+        const fiber = yield* Effect.fork(
+          store.update("k", () => Deferred.succeed(started, undefined).pipe(Effect.zipRight(Effect.never)))
+        )
+        yield* Deferred.await(started)
+        assert.strictEqual(yield* advisoryLocks, 1, "the update holds the key's lock while its function runs")
+        yield* Fiber.interrupt(fiber)
+        assert.strictEqual(yield* advisoryLocks, 0)
+
+        // interrupted while waiting for the lock
+        const holder = yield* Deferred.make<void>()
+        const holding = yield* Effect.fork(
+          store.update("k", () => Deferred.succeed(holder, undefined).pipe(Effect.zipRight(Effect.never)))
+        )
+        yield* Deferred.await(holder)
+        const waiting = yield* Effect.fork(store.update("k", () => Effect.succeed(bytes("w"))))
+        yield* sleep(50)
+        yield* Fiber.interrupt(waiting)
+        yield* Fiber.interrupt(holding)
+        assert.strictEqual(yield* advisoryLocks, 0)
+        yield* store.update("k", () => Effect.succeed(bytes("after"))).pipe(Effect.timeout("2 seconds"))
+        assert.strictEqual(text(yield* store.get("k")), "after")
+      }))
+
+    it.scoped("update joins an outer transaction; the function's own SqlError comes out unchanged", () =>
+      Effect.gen(function*() {
+        const table = freshTable("nested")
+        const pool = yield* Layer.build(pg())
+        const sql = Context.get(pool, SqlClient.SqlClient)
+        const store = Context.get(
+          yield* Layer.build(PostgresStore.layer({ table })).pipe(Effect.provide(pool)),
+          KvStore.KvStore
+        )
+        const exit = yield* Effect.exit(
+          store.update("k", () => Effect.as(sql.unsafe("SELECT 1/0"), bytes("x")))
+        )
+        assert.isTrue(Exit.isFailure(exit))
+        if (Exit.isFailure(exit)) {
+          const failure = Option.getOrThrow(Cause.failureOption(exit.cause))
+          assert.notInstanceOf(failure, KvStore.KvError, "the function's SqlError must not become a KvError")
+          assert.strictEqual((failure as { _tag: string })._tag, "SqlError")
+        }
+        // rolled back with the outer transaction
+        const aborted = yield* Effect.exit(
+          sql.withTransaction(
+            store.update("k", () => Effect.succeed(bytes("inner"))).pipe(Effect.zipRight(Effect.fail("abort" as const)))
+          )
+        )
+        assert.isTrue(Exit.isFailure(aborted))
+        assert.isTrue(Exit.isFailure(yield* Effect.exit(store.get("k"))))
+        // committed with it
+        yield* sql.withTransaction(
+          Effect.zipRight(
+            store.update("k", () => Effect.succeed(bytes("1"))),
+            store.update("k", (v) => Effect.succeed(bytes(Option.match(v, { onNone: () => "none", onSome: text }) + "+1")))
+          )
+        )
+        assert.strictEqual(text(yield* store.get("k")), "1+1")
+      }))
+  })
+})
