@@ -1,0 +1,207 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
+import * as TestClock from "effect/TestClock"
+import * as KvStore from "../src/KvStore.js"
+import * as MemoryStore from "../src/MemoryStore.js"
+import { conformance } from "./conformance.js"
+
+conformance("MemoryStore", MemoryStore.layer())
+
+const bytes = (text: string): Uint8Array => new TextEncoder().encode(text)
+
+/** Lets fibers woken by the TestClock finish their work (the sweeper yields to the event loop). */
+const settle = Effect.async<void>((resume) => {
+  const timer = setTimeout(() => resume(Effect.void), 20)
+  return Effect.sync(() => clearTimeout(timer))
+})
+
+/** One turn of the event loop, observed from outside Effect. */
+const nextImmediate = Effect.async<void>((resume) => {
+  const handle = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(handle))
+})
+
+const buildStore = (options?: Parameters<typeof MemoryStore.layer>[0]) =>
+  Effect.map(Layer.build(MemoryStore.layer(options)), Context.get(KvStore.KvStore))
+
+const isMissing = (store: KvStore.KvStore.Service, key: string) =>
+  store.get(key).pipe(
+    Effect.as(false),
+    Effect.catchTag("NotFound", () => Effect.succeed(true))
+  )
+
+describe("MemoryStore options", () => {
+  const invalid: ReadonlyArray<readonly [string, Parameters<typeof MemoryStore.layer>[0]]> = [
+    ["maxEntries 0", { maxEntries: 0 }],
+    ["maxEntries -1", { maxEntries: -1 }],
+    ["maxEntries 1.5", { maxEntries: 1.5 }],
+    ["maxEntries NaN", { maxEntries: NaN }],
+    ["maxEntries Infinity", { maxEntries: Infinity }],
+    ["maxEntries beyond safe integers", { maxEntries: 2 ** 60 }],
+    ["maxEntries as a string", { maxEntries: "10" as unknown as number }],
+    ["cleanupInterval 0", { cleanupInterval: 0 }],
+    ["cleanupInterval -5", { cleanupInterval: -5 }],
+    ["cleanupInterval -1n", { cleanupInterval: -1n }],
+    ["cleanupInterval \"-1 millis\"", { cleanupInterval: "-1 millis" }],
+    ["cleanupInterval NaN", { cleanupInterval: NaN }],
+    ["cleanupInterval [-1, 0]", { cleanupInterval: [-1, 0] }],
+    ["cleanupInterval Duration.zero", { cleanupInterval: Duration.zero }],
+    ["cleanupInterval Duration.infinity", { cleanupInterval: Duration.infinity }],
+    ["cleanupInterval Infinity", { cleanupInterval: Infinity }],
+    ["cleanupInterval \"garbage\"", { cleanupInterval: "garbage" as Duration.DurationInput }]
+  ]
+  for (const [label, options] of invalid) {
+    it.scoped(`refuses ${label} when the layer is built`, () =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(buildStore(options))
+        assert.instanceOf(error, KvStore.KvError)
+        assert.strictEqual(error.reason, "InvalidArgument")
+        assert.strictEqual(error.op, "layer")
+        assert.match(error.message, label.startsWith("maxEntries") ? /maxEntries/ : /cleanupInterval/)
+      }))
+  }
+
+  it.scoped("accepts valid options", () =>
+    Effect.gen(function*() {
+      for (
+        const options of [
+          undefined,
+          {},
+          { maxEntries: 1 },
+          { maxEntries: 1_000_000, cleanupInterval: "5 seconds" as const },
+          { cleanupInterval: Duration.millis(10) },
+          { cleanupInterval: 250 },
+          { cleanupInterval: [1, 0] as const }
+        ]
+      ) {
+        const store = yield* buildStore(options)
+        yield* store.set("k", bytes("v"))
+      }
+    }))
+})
+
+describe("MemoryStore sweeper", () => {
+  it.scoped("removes expired entries every cleanupInterval, on the TestClock", () =>
+    Effect.gen(function*() {
+      const store = yield* buildStore({ cleanupInterval: "1 second" })
+      for (const k of ["a", "b", "c"]) yield* store.set(k, bytes("v"), Duration.millis(100))
+      yield* store.set("permanent", bytes("v"))
+
+      // expired but not yet swept: the sweeper first runs one interval after the layer is built
+      yield* TestClock.adjust("500 millis")
+      yield* settle
+      assert.strictEqual(yield* store.cleanup, 3, "the sweeper ran before its interval")
+
+      for (const k of ["d", "e", "f"]) yield* store.set(k, bytes("v"), Duration.millis(100))
+      yield* TestClock.adjust("600 millis") // t = 1.1 s: one sweep at 1 s
+      yield* settle
+      assert.strictEqual(yield* store.cleanup, 0, "the sweeper did not remove the expired entries")
+
+      for (const k of ["g", "h"]) yield* store.set(k, bytes("v"), Duration.millis(100))
+      yield* TestClock.adjust("1 second") // t = 2.1 s: a second sweep at 2 s
+      yield* settle
+      assert.strictEqual(yield* store.cleanup, 0, "the sweeper ran only once")
+      assert.deepStrictEqual(yield* store.keys(""), ["permanent"])
+    }))
+
+  it.effect("stops when the layer's scope closes", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const store = yield* Effect.map(
+        Layer.buildWithScope(MemoryStore.layer({ cleanupInterval: "1 second" }), scope),
+        Context.get(KvStore.KvStore)
+      )
+      for (const k of ["a", "b", "c"]) yield* store.set(k, bytes("v"), Duration.millis(100))
+      yield* Scope.close(scope, Exit.void)
+      yield* TestClock.adjust("5 seconds")
+      yield* settle
+      assert.strictEqual(yield* store.cleanup, 3, "a sweeper ran after its scope closed")
+    }))
+
+  it.scopedLive("a large sweep yields to the event loop and keeps entries written meanwhile", () =>
+    Effect.gen(function*() {
+      const store = yield* buildStore()
+      const expired = 200_000
+      for (let i = 0; i < expired; i++) yield* store.set(`expired/${i}`, bytes("v"), Duration.millis(1))
+      yield* Effect.sleep("5 millis")
+
+      // a plain event-loop callback chain: it advances only when the sweep lets the loop turn
+      let turns = 0
+      let ticking = true
+      const tick = () => {
+        turns++
+        if (ticking) setImmediate(tick)
+      }
+      setImmediate(tick)
+
+      const sweeping = yield* Effect.fork(store.cleanup)
+      let writes = 0
+      // a fiber writing new keys, one per event-loop turn, while the sweep runs
+      const writer = yield* Effect.fork(Effect.forever(
+        Effect.suspend(() => store.set(`written/${writes}`, bytes("v"))).pipe(
+          Effect.tap(() => {
+            writes++
+          }),
+          Effect.zipRight(nextImmediate)
+        )
+      ))
+      const removed = yield* Fiber.join(sweeping)
+      ticking = false
+      yield* Fiber.interrupt(writer)
+
+      assert.strictEqual(removed, expired)
+      assert.isAtLeast(turns, 10, "the event loop did not turn while the sweep ran")
+      assert.isAtLeast(writes, 10, "the writer made no progress during the sweep")
+      const listed = yield* store.keys("written/")
+      assert.strictEqual(listed.length, writes, "an entry written during the sweep was lost")
+      assert.deepStrictEqual(yield* store.keys("expired/"), [])
+    }), 60_000)
+})
+
+describe("MemoryStore maxEntries", () => {
+  it.scoped("evicts the least recently used key; get, set and update count as use, keys does not", () =>
+    Effect.gen(function*() {
+      const store = yield* buildStore({ maxEntries: 3 })
+      const live = (expected: ReadonlyArray<string>) =>
+        Effect.gen(function*() {
+          assert.deepStrictEqual(yield* store.keys(""), [...expected].sort())
+        })
+      for (const k of ["a", "b", "c"]) yield* store.set(k, bytes(k))
+      yield* store.get("a") // order: b c a
+      yield* store.set("d", bytes("d")) // evicts b
+      yield* live(["a", "c", "d"])
+      assert.isTrue(yield* isMissing(store, "b"))
+
+      yield* store.keys("") // not a use: order stays c a d
+      yield* store.update("c", () => Effect.succeed(bytes("c2"))) // order: a d c
+      yield* store.set("e", bytes("e")) // evicts a
+      yield* live(["c", "d", "e"])
+
+      yield* store.set("d", bytes("d2")) // an existing key: no eviction; order: c e d
+      yield* live(["c", "d", "e"])
+      assert.isTrue(yield* isMissing(store, "missing")) // a miss changes nothing
+      yield* store.set("f", bytes("f")) // evicts c
+      yield* live(["d", "e", "f"])
+      assert.strictEqual(new TextDecoder().decode(yield* store.get("d")), "d2")
+
+      // update creating a new key evicts too
+      yield* store.update("g", () => Effect.succeed(bytes("g"))) // order after get d: e f d -> evicts e
+      yield* live(["d", "f", "g"])
+    }))
+
+  it.scoped("a bound of one keeps only the last key written", () =>
+    Effect.gen(function*() {
+      const store = yield* buildStore({ maxEntries: 1 })
+      yield* store.set("a", bytes("a"))
+      yield* store.set("b", bytes("b"))
+      assert.deepStrictEqual(yield* store.keys(""), ["b"])
+      yield* store.update("b", () => Effect.succeed(bytes("b2")))
+      assert.deepStrictEqual(yield* store.keys(""), ["b"])
+    }))
+})
