@@ -23,6 +23,7 @@ export const VALUE_BYTES = 100
 const BATCH = 10_000
 /** Distinct random key sequences the batches cycle through. */
 const SEQUENCES = 8
+const MEM_TIMING = { rounds: 3, time: 200 } as const
 
 export const keyOf = (i: number): string => `user:${i.toString().padStart(7, "0")}`
 export const valueOf = (i: number): Uint8Array => {
@@ -130,7 +131,7 @@ const measureSize = async (stores: Stores, rows: Array<Row>) => {
   ]
   if (kv !== undefined) getSubjects.push(loop("effect-kv", seqs, (k) => kv.get(k)))
   log(`get @${label}`)
-  const get = await compare(getSubjects)
+  const get = await compare(getSubjects, MEM_TIMING)
   const kvGet = get["effect-kv"]?.usPerOp
   rows.push(ratioRow("memory", `get @${label}`, kvGet, "floor: Ref.get + Map.get", get.floor!.usPerOp, { target: 1.5 }))
   rows.push(ratioRow("memory", `get @${label} vs layerMemory`, kvGet, "KeyValueStore.layerMemory", get.layerMemory!.usPerOp, { target: 1.3 }))
@@ -144,7 +145,7 @@ const measureSize = async (stores: Stores, rows: Array<Row>) => {
   ]
   if (kv !== undefined) setSubjects.push(loop("effect-kv", seqs, (k) => kv.set(k, value)))
   log(`set @${label}`)
-  const set = await compare(setSubjects)
+  const set = await compare(setSubjects, MEM_TIMING)
   const kvSet = set["effect-kv"]?.usPerOp
   rows.push(ratioRow("memory", `set @${label}`, kvSet, "floor: Ref.get + Map.set", set.floor!.usPerOp, { target: 2 }))
   rows.push(ratioRow("memory", `set @${label} vs layerMemory`, kvSet, "KeyValueStore.layerMemory", set.layerMemory!.usPerOp, { target: 1.3 }))
@@ -156,7 +157,7 @@ const measureSize = async (stores: Stores, rows: Array<Row>) => {
   ]
   if (kv !== undefined) updateSubjects.push(loop("effect-kv", seqs, (k) => kv.update(k, () => Effect.succeed(value))))
   log(`update @${label}`)
-  const update = await compare(updateSubjects)
+  const update = await compare(updateSubjects, MEM_TIMING)
   rows.push(ratioRow("memory", `update @${label}`, update["effect-kv"]?.usPerOp, "floor: Ref.get + Map.get + Map.set", update.floor!.usPerOp))
 
   // keys(prefix): 100 matching keys

@@ -26,7 +26,10 @@ export const POOL_SIZE = 10
 const VALUE_BYTES = 100
 const WORKING_SET = 10_000
 const CONCURRENCY = [1, 10, 50] as const
-const batchSize = (c: number) => (c === 1 ? 100 : c === 10 ? 400 : 1000)
+const batchSize = (c: number) => (c === 1 ? 50 : c === 10 ? 200 : 500)
+
+/** Sized so the whole suite stays within about 5 minutes on a busy 2-core machine. */
+const PG_TIMING = { rounds: 3, time: 150, iterations: 3, warmupTime: 50, warmupIterations: 1 } as const
 
 const log = (msg: string) => console.error(`[postgres] ${msg}`)
 const keyOf = (i: number) => `key:${i.toString().padStart(7, "0")}`
@@ -38,7 +41,7 @@ const KEYS_TABLES = { "10k": { table: "bench_keys_10k", rows: 10_000 }, "1M": { 
 
 /** Hand-written statements for effect-kv's table, named so each connection parses and plans them once. */
 const rawStatements = async (pool: pg.Pool, table: string) => {
-  // infer the conflict target from the table the store created, so the floor writes exactly what the store writes
+  // look rows up by the table's own unique key, and write the conflict target the store's table has
   const unique = await pool.query<{ cols: Array<string> }>(
     `SELECT array_agg(a.attname::text ORDER BY a.attnum) AS cols
        FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
@@ -46,20 +49,29 @@ const rawStatements = async (pool: pg.Pool, table: string) => {
       GROUP BY i.indexrelid, i.indisprimary ORDER BY i.indisprimary DESC LIMIT 1`,
     [table]
   )
-  const conflict = unique.rows[0]?.cols.join(", ")
-  if (conflict === undefined) throw new Error(`no unique index on ${table}`)
+  const cols = unique.rows[0]?.cols
+  if (cols === undefined) throw new Error(`no unique index on ${table}`)
+  const conflict = cols.join(", ")
+  // $1 is always key_hash, $2 the key; a statement names only the parameters it uses
+  const byKey = cols.includes("key_hash") ? "key_hash = $1 AND key = $2" : "key = $2"
+  const params = cols.includes("key_hash")
+    ? (hash: string, key: string) => [hash, key]
+    : (_hash: string, key: string) => [key]
+  const where = cols.includes("key_hash") ? byKey : "key = $1"
   const live = "(expires_at IS NULL OR expires_at > now())"
   const q = (name: string, text: string) => ({ name: `${table}_${name}`, text })
   return {
     conflict,
-    get: q("get", `SELECT value FROM ${table} WHERE key_hash = $1 AND key = $2 AND ${live}`),
-    getForUpdate: q("get_for_update", `SELECT value, ${live} AS live FROM ${table} WHERE key_hash = $1 AND key = $2 FOR UPDATE`),
+    params,
+    get: q("get", `SELECT value FROM ${table} WHERE ${where} AND ${live}`),
+    getForUpdate: q("get_for_update", `SELECT value, ${live} AS live FROM ${table} WHERE ${where} FOR UPDATE`),
     set: q(
       "set",
       `INSERT INTO ${table} (key_hash, key, value, expires_at) VALUES ($1, $2, $3, NULL)
-       ON CONFLICT (${conflict}) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at, updated_at = now()`
+       ON CONFLICT (${conflict}) DO UPDATE SET key_hash = EXCLUDED.key_hash, value = EXCLUDED.value,
+         expires_at = EXCLUDED.expires_at, updated_at = now()`
     ),
-    delete: q("delete", `DELETE FROM ${table} WHERE key_hash = $1 AND key = $2 RETURNING ${live} AS live`),
+    delete: q("delete", `DELETE FROM ${table} WHERE ${where} RETURNING ${live} AS live`),
     keys: q(
       "keys",
       `SELECT key FROM ${table} WHERE key COLLATE "C" >= $1 AND key COLLATE "C" < $2 AND ${live} ORDER BY key COLLATE "C"`
@@ -72,18 +84,18 @@ const h = (key: string) => keyHash(key).toString()
 
 const raw = (pool: pg.Pool, s: Statements) => ({
   get: async (key: string) => {
-    const r = await pool.query(s.get, [h(key), key])
+    const r = await pool.query(s.get, s.params(h(key), key))
     if (r.rows.length !== 1) throw new Error(`raw get: missing ${key}`)
     return r.rows[0].value as Buffer
   },
   set: (key: string) => pool.query(s.set, [h(key), key, value]),
-  delete: async (key: string) => (await pool.query(s.delete, [h(key), key])).rows[0]?.live === true,
+  delete: async (key: string) => (await pool.query(s.delete, s.params(h(key), key))).rows[0]?.live === true,
   update: async (key: string, f: (current: Buffer | undefined) => Uint8Array = () => value) => {
     const client = await pool.connect()
     try {
       await client.query("BEGIN")
       const hash = h(key)
-      const current = await client.query(s.getForUpdate, [hash, key])
+      const current = await client.query(s.getForUpdate, s.params(hash, key))
       const row = current.rows[0]
       const next = f(row !== undefined && row.live ? row.value : undefined)
       await client.query(s.set, [hash, key, next])
@@ -183,19 +195,19 @@ export const runPostgres = async (url: string): Promise<Array<Row>> => {
       const got = await compare([
         rawSubject("raw", c, r.get),
         kvSubject("effect-kv", c, (k) => kv.get(k))
-      ])
+      ], PG_TIMING)
       rows.push(ratioRow("postgres", `get, ${label(c)}`, got["effect-kv"]!.usPerOp, "pg named prepared SELECT", got.raw!.usPerOp, { target: 1.15 }))
 
       const set = await compare([
         rawSubject("raw", c, r.set),
         kvSubject("effect-kv", c, (k) => kv.set(k, value))
-      ])
+      ], PG_TIMING)
       rows.push(ratioRow("postgres", `set, ${label(c)}`, set["effect-kv"]!.usPerOp, "pg named prepared upsert", set.raw!.usPerOp, { target: 1.15 }))
 
       const update = await compare([
         rawSubject("raw", c, (k) => r.update(k)),
         kvSubject("effect-kv", c, (k) => kv.update(k, () => Effect.succeed(value)))
-      ])
+      ], PG_TIMING)
       rows.push(ratioRow("postgres", `update, ${label(c)}`, update["effect-kv"]!.usPerOp, "pg BEGIN/SELECT FOR UPDATE/upsert/COMMIT", update.raw!.usPerOp, { target: 1.2 }))
 
       // delete: each batch first re-inserts (untimed) the keys it will delete
@@ -223,7 +235,7 @@ export const runPostgres = async (url: string): Promise<Array<Row>> => {
           beforeEach: refill,
           batch: () => Effect.runPromise(Effect.forEach(deleteKeys, (k) => kv.delete(k), { concurrency: c })).then(checkAllLive)
         }
-      ], { iterations: 4, time: 200 })
+      ], PG_TIMING)
       rows.push(ratioRow("postgres", `delete, ${label(c)}`, del["effect-kv"]!.usPerOp, "pg named prepared DELETE … RETURNING", del.raw!.usPerOp))
     }
 
@@ -235,14 +247,14 @@ export const runPostgres = async (url: string): Promise<Array<Row>> => {
         kvSubject("unlogged", c, (k) => kvUnlogged.set(k, value)),
         rawSubject("raw logged", c, r.set),
         rawSubject("raw unlogged", c, rUnlogged.set)
-      ])
+      ], PG_TIMING)
       rows.push(ratioRow("postgres", `set unlogged, ${label(c)}`, setLU.unlogged!.usPerOp, "effect-kv set, logged table", setLU.logged!.usPerOp, {
         note: `raw pg: logged ${setLU["raw logged"]!.usPerOp.toFixed(0)} µs, unlogged ${setLU["raw unlogged"]!.usPerOp.toFixed(0)} µs`
       }))
       const updLU = await compare([
         kvSubject("logged", c, (k) => kv.update(k, () => Effect.succeed(value))),
         kvSubject("unlogged", c, (k) => kvUnlogged.update(k, () => Effect.succeed(value)))
-      ])
+      ], PG_TIMING)
       rows.push(ratioRow("postgres", `update unlogged, ${label(c)}`, updLU.unlogged!.usPerOp, "effect-kv update, logged table", updLU.logged!.usPerOp))
     }
 
@@ -272,7 +284,7 @@ export const runPostgres = async (url: string): Promise<Array<Row>> => {
               for (let i = 0; i < 20; i++) expect100(yield* kvKeys.keys(prefixes[q++ % 16]!))
             }))
         }
-      ])
+      ], PG_TIMING)
       keysAt[size] = { kv: res["effect-kv"]!.usPerOp, raw: res.raw!.usPerOp }
       rows.push(ratioRow("postgres", `keys(prefix) → 100 @${size} rows`, res["effect-kv"]!.usPerOp, "pg named prepared range SELECT", res.raw!.usPerOp))
     }
@@ -293,17 +305,17 @@ export const runPostgres = async (url: string): Promise<Array<Row>> => {
     const peerGet = await compare([
       rawSubject("keyv", 1, keyvGet),
       kvSubject("effect-kv", 1, (k) => kv.get(k))
-    ])
+    ], PG_TIMING)
     rows.push(ratioRow("postgres", "get vs Keyv, sequential", peerGet["effect-kv"]!.usPerOp, "@keyv/postgres get", peerGet.keyv!.usPerOp, { target: 1 }))
     const peerSet = await compare([
       rawSubject("keyv", 1, (k) => keyv.set(k, buf)),
       kvSubject("effect-kv", 1, (k) => kv.set(k, value))
-    ])
+    ], PG_TIMING)
     rows.push(ratioRow("postgres", "set vs Keyv, sequential", peerSet["effect-kv"]!.usPerOp, "@keyv/postgres set", peerSet.keyv!.usPerOp, { target: 1 }))
     const peerGet10 = await compare([
       rawSubject("keyv", 10, keyvGet),
       kvSubject("effect-kv", 10, (k) => kv.get(k))
-    ])
+    ], PG_TIMING)
     rows.push(ratioRow("postgres", "get vs Keyv, 10 fibers", peerGet10["effect-kv"]!.usPerOp, "@keyv/postgres get", peerGet10.keyv!.usPerOp, { target: 1 }))
     await keyv.disconnect()
 
@@ -364,7 +376,7 @@ const contendedCounter = async (
         return runConcurrently(FIBERS * PER_FIBER, FIBERS, () => rp.update(KEY, (cur) => counterBytes(counterValue(cur) + 1)))
       }))
       const elapsed = performance.now() - started
-      const final = counterValue((await pool.query(s.get, [h(KEY), KEY])).rows[0]?.value)
+      const final = counterValue((await pool.query(s.get, s.params(h(KEY), KEY))).rows[0]?.value)
       return { opsPerSec: (expected / elapsed) * 1000, final }
     }
     const kvRuns = []
