@@ -74,12 +74,13 @@ const heap = async (subject: string, entries: number) => {
  * it coincides with the sweep rather than with something else.
  */
 const stall = async (entries: number) => {
-  const INTERVAL_MS = 5_000
+  // long enough for the fill on a loaded 2-core machine (500k sets took up to 14 s)
+  const INTERVAL_MS = 25_000
   const t0 = performance.now()
   const built = await buildService(MemoryStore.layer({ cleanupInterval: `${INTERVAL_MS} millis` }), KvStore)
   const store = built.service
   await Effect.runPromise(Effect.gen(function*() {
-    for (let i = 0; i < entries; i++) yield* store.set(keyOf(i), valueOf(i), "1 millis")
+    for (let i = 0; i < entries; i++) yield* store.set(keyOf(i), valueOf(i), 1) // 1 ms
   }))
   const filledAt = performance.now() - t0
   await sleep(50)
