@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -7,6 +8,7 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
+import * as TestServices from "effect/TestServices"
 import * as KvStore from "../src/KvStore.js"
 import * as MemoryStore from "../src/MemoryStore.js"
 import { conformance } from "./conformance.js"
@@ -162,6 +164,34 @@ describe("MemoryStore sweeper", () => {
       assert.strictEqual(listed.length, writes, "an entry written during the sweep was lost")
       assert.deepStrictEqual(yield* store.keys("expired/"), [])
     }), 60_000)
+})
+
+describe("MemoryStore update lock", () => {
+  // Interrupting a waiter in the same instant the lock is handed to it: whichever
+  // wins, the lock must end up released. Vary the gap to hit both orders.
+  for (const gap of [0, 1, 2, 3, 5, 8]) {
+    it.scoped(`a waiter interrupted ${gap} yields after the lock is released to it leaves no lock`, () =>
+      Effect.gen(function*() {
+        const store = yield* buildStore()
+        const started = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const holder = yield* Effect.fork(store.update("k", () =>
+          Deferred.succeed(started, undefined).pipe(Effect.zipRight(Deferred.await(release)), Effect.as(bytes("holder")))
+        ))
+        yield* Deferred.await(started)
+        const waiter = yield* Effect.fork(store.update("k", () => Effect.succeed(bytes("waiter"))))
+        for (let i = 0; i < 5; i++) yield* Effect.yieldNow()
+        yield* Deferred.succeed(release, undefined)
+        for (let i = 0; i < gap; i++) yield* Effect.yieldNow()
+        yield* Fiber.interrupt(waiter)
+        yield* Fiber.join(holder)
+        const last = yield* store.update("k", () => Effect.succeed(bytes("last"))).pipe(
+          Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => new Error("the key was left locked") }),
+          TestServices.provideLive
+        )
+        assert.strictEqual(new TextDecoder().decode(last), "last")
+      }))
+  }
 })
 
 describe("MemoryStore maxEntries", () => {
