@@ -389,6 +389,21 @@ describe("PostgresStore", () => {
         assert.strictEqual(text(yield* other.get("k")), "5")
       }))
 
+    it.scoped("a connection that forgot the prepared statements (DEALLOCATE ALL) still serves every call", () =>
+      Effect.gen(function*() {
+        const table = freshTable("deallocate")
+        const pool = yield* Layer.build(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 1 }))
+        const sql = Context.get(pool, SqlClient.SqlClient)
+        const store = Context.get(yield* Layer.build(PostgresStore.layer({ table })).pipe(Effect.provide(pool)), KvStore.KvStore)
+        yield* store.set("k", bytes("1"))
+        assert.strictEqual(text(yield* store.get("k")), "1")
+        yield* sql.unsafe("DEALLOCATE ALL") // the pool's only connection
+        assert.strictEqual(text(yield* store.get("k")), "1")
+        yield* store.set("k", bytes("2"))
+        assert.deepStrictEqual(yield* store.keys(""), ["k"])
+        assert.isTrue(yield* store.delete("k"))
+      }))
+
     it.scoped("an interrupted update leaves no advisory lock behind", () =>
       Effect.gen(function*() {
         const table = freshTable("interrupt")
