@@ -186,6 +186,12 @@ export const conformance = (
           returned[0] = 120
           result[1] = 120
           assert.strictEqual(text(yield* KvStore.get(key)), "def", "mutating update's arrays changed the entry")
+          // nor when the function then fails and nothing is written
+          yield* Effect.flip(KvStore.update(key, (current) => {
+            Option.map(current, (value) => value.fill(0))
+            return Effect.fail(new Refused({ why: "after mutating" }))
+          }))
+          assert.strictEqual(text(yield* KvStore.get(key)), "def", "a failed update's function changed the entry")
         }))
     })
 

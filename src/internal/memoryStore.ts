@@ -112,7 +112,8 @@ export const make = (options?: Options): Effect.Effect<KvStore.Service, KvError,
       const store = makeService(state, maxEntries)
       return sweepExpired(state).pipe(
         Effect.tapErrorCause(Effect.logWarning),
-        Effect.ignore,
+        // logged above; a failed sweep must not end the schedule
+        Effect.catchAllCause(() => Effect.void),
         Effect.scheduleForked(Schedule.spaced(interval)),
         Effect.as(store)
       )
