@@ -18,8 +18,10 @@
  * Trade-offs: a pooler in transaction mode without prepared-statement support
  * (PgBouncer before 1.21, or with `max_prepared_statements = 0`) or a
  * `DISCARD ALL` on a pooled connection makes the server forget the statement;
- * the error (SQLSTATE 26000) is caught and the statement re-run unnamed, so
- * the store stays correct, only slower. Any other `SqlClient` gets `sql.unsafe`.
+ * the error (SQLSTATE 26000) is caught, the statement re-run unnamed and the
+ * store switches to unnamed statements for good. Inside a transaction the
+ * re-run cannot help (the error has aborted it), so that one call fails with
+ * `KvError`; the next ones work. Any other `SqlClient` gets `sql.unsafe`.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
@@ -65,11 +67,17 @@ export const makeRunner = (sql: SqlClient.SqlClient): Run => {
       SqlError
     >
 
-  return (text, params) =>
+  // cleared for good by the first sign that the server does not keep named statements
+  let useNamed = true
+  const named: Run = (text, params) =>
     Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (transaction) =>
       Option.isSome(transaction)
         ? execute(transaction.value[0], text, params)
         : Effect.scoped(Effect.flatMap(sql.reserve, (conn) => execute(conn, text, params)))).pipe(
-        Effect.catchIf(forgotten, () => unnamed(text, params))
+        Effect.catchIf(forgotten, () => {
+          useNamed = false
+          return unnamed(text, params)
+        })
       )
+  return (text, params) => Effect.suspend(() => (useNamed ? named(text, params) : unnamed(text, params)))
 }
