@@ -340,7 +340,11 @@ const makeService = (state: Ref.Ref<Map<string, Entry>>, maxEntries: number | un
         )
       })
     )
-    return Effect.zipRight(refuseWriteInsideOwnUpdate("update", key), withKeyLock(key, readModifyWrite))
+    const locked = withKeyLock(key, readModifyWrite)
+    // inside its own update function the key is always locked, so an unlocked key needs no check
+    return Effect.suspend(() =>
+      locks.has(key) ? Effect.zipRight(refuseWriteInsideOwnUpdate("update", key), locked) : locked
+    )
   }
 
   const keys = (prefix: string): Effect.Effect<ReadonlyArray<string>, KvError> => {
