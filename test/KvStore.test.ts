@@ -97,10 +97,13 @@ describe("decodeTtl", () => {
     ["", "invalid"],
     [null, "invalid"],
     [{}, "invalid"],
-    [20_000 * 365.25 * 24 * 3600 * 1000, "invalid"]
+    [20_000 * 365.25 * 24 * 3600 * 1000, "invalid"],
+    // too large to turn into nanoseconds: must be refused, not thrown from Duration.decode
+    [[1e300, 0], "invalid"],
+    [`1${"0".repeat(400)} millis`, "invalid"]
   ]
   for (const [input, expected] of cases) {
-    const label = typeof input === "bigint" ? `${input}n` : Duration.isDuration(input) ? String(input) : JSON.stringify(input) ?? String(input)
+    const label = typeof input === "string" && input.length > 40 ? `${input.slice(0, 12)}…` : typeof input === "bigint" ? `${input}n` : Duration.isDuration(input) ? String(input) : JSON.stringify(input) ?? String(input)
     it(`${label} -> ${String(expected)}`, () => {
       const result = decodeTtl("set", "k", input as Duration.DurationInput)
       if (expected === "invalid") {

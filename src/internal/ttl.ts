@@ -5,6 +5,8 @@ import { KvError } from "../KvStore.js"
 /** TTLs above this are refused: their expiry would not fit a timestamp (about 10,000 years). */
 export const MAX_TTL_MILLIS = 10_000 * 365.25 * 24 * 3600 * 1000
 
+const TOO_LARGE = "a TTL must be at most 10,000 years (omit it for no expiry)"
+
 const DURATION_STRING = /^(-?\d+(?:\.\d+)?)\s+(nanos?|micros?|millis?|seconds?|minutes?|hours?|days?|weeks?)$/
 
 /**
@@ -25,12 +27,16 @@ const rawTtlProblem = (ttl: unknown): string | undefined => {
     if (Number.isNaN(seconds) || Number.isNaN(nanos)) return "a TTL must not be NaN"
     if (seconds === -Infinity || nanos === -Infinity) return "a TTL must not be negative"
     if (seconds === Infinity || nanos === Infinity) return undefined
-    return seconds * 1e9 + nanos < 0 ? `a TTL must not be negative, got [${seconds}, ${nanos}]` : undefined
+    const total = seconds * 1e9 + nanos
+    if (total < 0) return `a TTL must not be negative, got [${seconds}, ${nanos}]`
+    return Number.isFinite(total) ? undefined : TOO_LARGE
   }
   if (typeof ttl === "string") {
     const match = DURATION_STRING.exec(ttl)
     if (match === null) return `a TTL string must look like "5 seconds", got ${JSON.stringify(ttl)}`
-    return Number(match[1]) < 0 ? `a TTL must not be negative, got ${JSON.stringify(ttl)}` : undefined
+    const amount = Number(match[1])
+    if (amount < 0) return `a TTL must not be negative, got ${JSON.stringify(ttl)}`
+    return Number.isFinite(amount) ? undefined : TOO_LARGE
   }
   return `a TTL must be a Duration, number, bigint, [seconds, nanos] or string, got ${typeof ttl}`
 }
@@ -57,7 +63,7 @@ export const decodeTtl = (
       reason: "InvalidArgument",
       op,
       key,
-      message: `Invalid TTL for ${op}: ${problem ?? "a TTL must be at most 10,000 years (omit it for no expiry)"}`
+      message: `Invalid TTL for ${op}: ${problem ?? TOO_LARGE}`
     })
   )
 }
