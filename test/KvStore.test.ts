@@ -124,4 +124,16 @@ describe("keyHash", () => {
     assert.strictEqual(keyHash("foobar"), -8821353812377114648n)
     assert.strictEqual(keyHash(""), BigInt.asIntN(64, 0xcbf29ce484222325n))
   })
+
+  it("agrees with a plain BigInt FNV-1a on random and long keys", () => {
+    const reference = (key: string): bigint => {
+      let h = 0xcbf29ce484222325n
+      for (const byte of Buffer.from(key, "utf8")) h = ((h ^ BigInt(byte)) * 0x100000001b3n) & 0xffffffffffffffffn
+      return BigInt.asIntN(64, h)
+    }
+    const next = mulberry32(7)
+    const keys = Array.from({ length: 2000 }, () => randomString(next))
+    keys.push("\u{10FFFF}".repeat(512), "\xff".repeat(1024), "z".repeat(2048))
+    for (const key of keys) assert.strictEqual(keyHash(key), reference(key), JSON.stringify(key))
+  })
 })
