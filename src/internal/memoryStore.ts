@@ -359,7 +359,7 @@ const makeService = (state: Ref.Ref<Map<string, Entry>>, maxEntries: number | un
         }
         return found.sort(compareCodePoints)
       })
-    ).pipe(Effect.withSpan("kv.keys", { attributes: { "kv.prefix": prefix } }))
+    ).pipe(Effect.withSpan("kv.keys", { attributes: { "kv.prefix": prefix }, captureStackTrace: false }))
   }
 
   return {
@@ -368,6 +368,6 @@ const makeService = (state: Ref.Ref<Map<string, Entry>>, maxEntries: number | un
     delete: delete_,
     update,
     keys,
-    cleanup: sweepExpired(state).pipe(Effect.withSpan("kv.cleanup"))
+    cleanup: sweepExpired(state).pipe(Effect.withSpan("kv.cleanup", { captureStackTrace: false }))
   }
 }
