@@ -39,6 +39,14 @@ const TABLE = "bench_kv"
 const TABLE_UNLOGGED = "bench_kv_unlogged"
 const KEYS_TABLES = { "10k": { table: "bench_keys_10k", rows: 10_000 }, "1M": { table: "bench_keys_1m", rows: 1_000_000 } }
 
+/**
+ * A `pg.Pool` of the benchmark's size. An idle client whose connection the server
+ * ends (when the server stops) emits `error` on the pool; unhandled, it would crash
+ * the run after the results are in.
+ */
+const rawPool = (url: string): pg.Pool =>
+  new pg.Pool({ connectionString: url, max: POOL_SIZE }).on("error", (error) => log(`idle pg client: ${error.message}`))
+
 /** Hand-written statements for effect-kv's table, named so each connection parses and plans them once. */
 const rawStatements = async (pool: pg.Pool, table: string) => {
   // look rows up by the table's own unique key, and write the conflict target the store's table has
@@ -137,7 +145,7 @@ export const runPostgres = async (url: string): Promise<Array<Row>> => {
   const PostgresStore = await importOptional<PostgresStoreModule>(new URL("../src/PostgresStore.ts", import.meta.url).href)
   if (PostgresStore === undefined) throw new Error("src/PostgresStore.ts is not there yet")
 
-  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE })
+  const pool = rawPool(url)
   const pgLayer = PgClient.layer({ url: Redacted.make(url), maxConnections: POOL_SIZE })
   const client = await buildService(pgLayer, SqlClient)
   const sqlContext = Layer.succeedContext(client.context)
@@ -350,7 +358,7 @@ const contendedCounter = async (
       KvStore
     )
   ))
-  const rawPools = [0, 1].map(() => new pg.Pool({ connectionString: url, max: POOL_SIZE }))
+  const rawPools = [0, 1].map(() => rawPool(url))
   try {
     const kvRun = async () => {
       await pool.query(`DELETE FROM ${TABLE} WHERE key = $1`, [KEY]) // start from a missing key: the hard case

@@ -13,7 +13,7 @@ import type * as Duration from "effect/Duration"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import * as KvStore from "../src/KvStore.js" // in an application: "effect-kv/KvStore"
+import { KvStore } from "effect-kv"
 
 /** The counter's increment would take it above its maximum; nothing was written. */
 export class CounterLimitExceeded extends Data.TaggedError("CounterLimitExceeded")<{

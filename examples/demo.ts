@@ -20,8 +20,7 @@ import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
-import * as KvStore from "../src/KvStore.js"
-import * as MemoryStore from "../src/MemoryStore.js"
+import { KvStore, MemoryStore, PostgresStore } from "effect-kv"
 import * as Counter from "./counter.js"
 import * as RateLimiter from "./rateLimiter.js"
 import * as SessionStore from "./sessionStore.js"
@@ -111,10 +110,9 @@ const memoryStore = Layer.merge(
 /** PostgresStore on a pool from `PgClient.layer`; the server is stopped when the layer's scope closes. */
 const postgresStore = Layer.unwrapScoped(
   Effect.gen(function*() {
-    // Loaded here so the in-memory demo does not load the PostgreSQL packages at all.
+    // Loaded here so the in-memory demo does not load the driver or the server package.
     const { startPostgres } = yield* Effect.promise(() => import("../dev/postgresServer.js"))
     const { PgClient } = yield* Effect.promise(() => import("@effect/sql-pg"))
-    const PostgresStore = yield* Effect.promise(() => import("../src/PostgresStore.js"))
 
     const server = yield* Effect.acquireRelease(
       Effect.tryPromise({ try: () => startPostgres(), catch: (cause) => new ServerStartFailed({ cause }) }),

@@ -17,7 +17,7 @@ import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import * as KvStore from "../src/KvStore.js" // in an application: "effect-kv/KvStore"
+import { KvStore } from "effect-kv"
 import { type CounterCorrupted, decodeCount, encodeCount } from "./counter.js"
 
 /** The client has used up the current window. */

@@ -18,7 +18,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
-import * as KvStore from "../src/KvStore.js" // in an application: "effect-kv/KvStore"
+import { KvStore } from "effect-kv"
 import { type CorruptValue, type InvalidValue, makeTypedStore } from "./typedStore.js"
 
 export const Session = Schema.Struct({

@@ -19,7 +19,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
-import * as KvStore from "../src/KvStore.js" // in an application: "effect-kv/KvStore"
+import { KvStore } from "effect-kv"
 
 /** The bytes stored at `key` are not a valid encoding of the schema. */
 export class CorruptValue extends Data.TaggedError("CorruptValue")<{

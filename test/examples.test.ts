@@ -12,8 +12,7 @@ import * as Counter from "../examples/counter.js"
 import * as RateLimiter from "../examples/rateLimiter.js"
 import * as SessionStore from "../examples/sessionStore.js"
 import * as TypedStore from "../examples/typedStore.js"
-import * as KvStore from "../src/KvStore.js"
-import * as MemoryStore from "../src/MemoryStore.js"
+import { KvStore, MemoryStore } from "effect-kv"
 
 /**
  * Runs `effect` on a fresh MemoryStore, moving the TestClock forward in small
