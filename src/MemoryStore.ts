@@ -11,6 +11,17 @@ import type { KvError, KvStore } from "./KvStore.js"
 import * as internal from "./internal/memoryStore.js"
 
 /**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** The sweeper fiber's period, default 1 minute: a positive, finite duration. */
+  readonly cleanupInterval?: Duration.DurationInput | undefined
+  /** An optional bound on the number of entries: a positive integer; the least recently used go first. */
+  readonly maxEntries?: number | undefined
+}
+
+/**
  * Provides `KvStore` in memory. `cleanupInterval` (default 1 minute) is the
  * period of the fiber that sweeps expired entries; it stops when the layer's
  * scope closes. With `maxEntries`, writing a new key beyond the bound evicts
@@ -22,7 +33,4 @@ import * as internal from "./internal/memoryStore.js"
  * @since 0.1.0
  * @category layers
  */
-export const layer: (options?: {
-  readonly cleanupInterval?: Duration.DurationInput | undefined
-  readonly maxEntries?: number | undefined
-}) => Layer.Layer<KvStore, KvError> = internal.layer
+export const layer: (options?: Options) => Layer.Layer<KvStore, KvError> = internal.layer

@@ -7,15 +7,10 @@ import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import { KvError, KvStore, NotFound } from "../KvStore.js"
+import type { Options } from "../MemoryStore.js"
 import { invalidKey, invalidPrefix, compareCodePoints } from "./key.js"
-import { decodeTtl } from "./ttl.js"
+import { decodeInterval, decodeTtl } from "./ttl.js"
 import { markUpdating, refuseWriteInsideOwnUpdate } from "./updating.js"
-
-/** Options of `MemoryStore.layer`, as a (possibly JavaScript) caller passes them. */
-export interface Options {
-  readonly cleanupInterval?: Duration.DurationInput | undefined
-  readonly maxEntries?: number | undefined
-}
 
 interface Entry {
   readonly value: Uint8Array
@@ -45,40 +40,23 @@ const DEFAULT_CLEANUP_INTERVAL = Duration.minutes(1)
 /** Entries visited per sweep slice before yielding to the event loop (about 1 ms of work). */
 export const SWEEP_SLICE = 4096
 
-const invalidOption = (message: string, cause?: unknown): KvError =>
-  new KvError({
-    reason: "InvalidArgument",
-    op: "layer",
-    message: `Invalid MemoryStore option: ${message}`,
-    ...(cause === undefined ? {} : { cause })
-  })
-
 const decodeOptions = (
   options: Options | undefined
 ): Either.Either<{ readonly interval: Duration.Duration; readonly maxEntries: number | undefined }, KvError> => {
   const maxEntries = options?.maxEntries
   if (maxEntries !== undefined && !(Number.isSafeInteger(maxEntries) && maxEntries > 0)) {
-    return Either.left(invalidOption(`maxEntries must be a positive integer, got ${String(maxEntries)}`))
+    return Either.left(
+      new KvError({
+        reason: "InvalidArgument",
+        op: "layer",
+        message: `Invalid MemoryStore option: maxEntries must be a positive integer, got ${String(maxEntries)}`
+      })
+    )
   }
   const rawInterval = options?.cleanupInterval
   if (rawInterval === undefined) return Either.right({ interval: DEFAULT_CLEANUP_INTERVAL, maxEntries })
-  // decodeTtl refuses negative, NaN and malformed inputs before Duration.decode could clamp them
-  const decoded = decodeTtl("layer", "", rawInterval)
-  if (Either.isLeft(decoded)) {
-    return Either.left(
-      invalidOption(`cleanupInterval must be a positive finite duration: ${decoded.left.message}`, decoded.left)
-    )
-  }
-  if (decoded.right === undefined) {
-    return Either.left(
-      invalidOption(`cleanupInterval must be a positive finite duration, got ${formatInput(rawInterval)}`)
-    )
-  }
-  return Either.right({ interval: Duration.millis(decoded.right), maxEntries })
+  return Either.map(decodeInterval("MemoryStore", "cleanupInterval", rawInterval), (interval) => ({ interval, maxEntries }))
 }
-
-const formatInput = (input: unknown): string =>
-  typeof input === "bigint" ? `${input}n` : Duration.isDuration(input) ? String(input) : JSON.stringify(input) ?? String(input)
 
 const invalidValue = (op: string, key: string, value: unknown): KvError | undefined =>
   value instanceof Uint8Array ? undefined : new KvError({

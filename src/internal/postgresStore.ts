@@ -111,25 +111,18 @@ import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import { KvError, KvStore, NotFound } from "../KvStore.js"
 import type { Service } from "../KvStore.js"
+import type { Options } from "../PostgresStore.js"
 import { keyHash } from "./hash.js"
 import { invalidKey, invalidPrefix } from "./key.js"
 import { makeRunner } from "./postgresRunner.js"
 import type { Row } from "./postgresRunner.js"
 import { invalidIdentifier, makeStatements, prefixUpperBound } from "./postgresSql.js"
 import type { Statements } from "./postgresSql.js"
-import { decodeTtl } from "./ttl.js"
+import { decodeInterval, decodeTtl } from "./ttl.js"
 import { markUpdating, refuseWriteInsideOwnUpdate } from "./updating.js"
 
 /** Rows deleted per cleanup statement. */
 const CLEANUP_BATCH = 1000
-
-export interface Options {
-  readonly table?: string | undefined
-  readonly schema?: string | undefined
-  readonly unlogged?: boolean | undefined
-  readonly cleanupInterval?: Duration.DurationInput | undefined
-  readonly createTable?: boolean | undefined
-}
 
 const backendError = (op: string, key: string | undefined, cause: unknown): KvError => {
   const detail = cause instanceof SqlError
@@ -185,21 +178,6 @@ const checkKeyAndTtl = (op: string, key: string, ttl: Duration.DurationInput | u
   const bad = invalidKey(op, key)
   if (bad !== undefined) return Either.left(bad)
   return decodeTtl(op, key, ttl)
-}
-
-/** Like `MemoryStore`: a positive, finite duration; negative or NaN raw inputs are refused before decoding. */
-const decodeInterval = (raw: Duration.DurationInput): Either.Either<Duration.Duration, KvError> => {
-  const decoded = decodeTtl("layer", "", raw)
-  if (Either.isRight(decoded) && decoded.right !== undefined) return Either.right(Duration.millis(decoded.right))
-  return Either.left(
-    new KvError({
-      reason: "InvalidArgument",
-      op: "layer",
-      message: `Invalid cleanupInterval ${String(raw)}: it must be a positive, finite duration` +
-        (Either.isLeft(decoded) ? ` (${decoded.left.message})` : ""),
-      ...(Either.isLeft(decoded) ? { cause: decoded.left } : {})
-    })
-  )
 }
 
 const make = (sql: SqlClient.SqlClient, statements: Statements): Service => {
@@ -435,7 +413,7 @@ export const layer = (options: Options = {}): Layer.Layer<KvStore, KvError, SqlC
       if (badName !== undefined) return yield* Effect.fail(badName)
       let interval: Option.Option<Duration.Duration> = Option.none()
       if (options.cleanupInterval !== undefined) {
-        const decoded = decodeInterval(options.cleanupInterval)
+        const decoded = decodeInterval("PostgresStore", "cleanupInterval", options.cleanupInterval)
         if (Either.isLeft(decoded)) return yield* Effect.fail(decoded.left)
         interval = Option.some(decoded.right)
       }
