@@ -162,6 +162,11 @@ export const conformance = (
             assertKvError(yield* Effect.flip(KvStore.set(key, value)), "set")
             assertKvError(yield* Effect.flip(KvStore.update(key, () => Effect.succeed(value))), "update")
           }
+          for (const bad of [null, undefined, "f", 42]) {
+            // an update "function" that is not one is the caller's mistake, not a defect
+            const f = bad as unknown as () => Effect.Effect<Uint8Array>
+            assertKvError(yield* Effect.flip(KvStore.update(key, f)), "update")
+          }
           assert.strictEqual(yield* read(key), "old")
         }))
 

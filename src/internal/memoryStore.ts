@@ -10,6 +10,7 @@ import { KvError, KvStore, NotFound } from "../KvStore.js"
 import type { Options } from "../MemoryStore.js"
 import { invalidKey, invalidPrefix, compareCodePoints } from "./key.js"
 import { decodeInterval, decodeTtl } from "./ttl.js"
+import { invalidUpdateFunction, invalidValue } from "./value.js"
 import { markUpdating, refuseWriteInsideOwnUpdate } from "./updating.js"
 
 interface Entry {
@@ -57,19 +58,6 @@ const decodeOptions = (
   if (rawInterval === undefined) return Either.right({ interval: DEFAULT_CLEANUP_INTERVAL, maxEntries })
   return Either.map(decodeInterval("MemoryStore", "cleanupInterval", rawInterval), (interval) => ({ interval, maxEntries }))
 }
-
-const invalidValue = (op: string, key: string, value: unknown): KvError | undefined =>
-  value instanceof Uint8Array ? undefined : new KvError({
-    reason: "InvalidArgument",
-    op,
-    key,
-    message: op === "update"
-      ? `Invalid value for update: the update function must return a Uint8Array, got ${describe(value)}`
-      : `Invalid value for ${op}: a value must be a Uint8Array, got ${describe(value)}`
-  })
-
-const describe = (value: unknown): string =>
-  value === null ? "null" : typeof value === "object" ? (value.constructor?.name ?? "object") : typeof value
 
 const isLive = (entry: Entry, now: number): boolean => entry.expiresAt === undefined || entry.expiresAt > now
 
@@ -289,7 +277,7 @@ const makeService = (state: Ref.Ref<Map<string, Entry>>, maxEntries: number | un
     f: (current: Option.Option<Uint8Array>) => Effect.Effect<Uint8Array, E, R>,
     ttl?: Duration.DurationInput
   ): Effect.Effect<Uint8Array, E | KvError, R> => {
-    const invalid = invalidKey("update", key)
+    const invalid = invalidKey("update", key) ?? invalidUpdateFunction(key, f)
     if (invalid !== undefined) return Effect.fail(invalid)
     const ttlMillis = decodeTtl("update", key, ttl)
     if (Either.isLeft(ttlMillis)) return Effect.fail(ttlMillis.left)

@@ -119,6 +119,7 @@ import type { Row } from "./postgresRunner.js"
 import { invalidIdentifier, makeStatements, prefixUpperBound } from "./postgresSql.js"
 import type { Statements } from "./postgresSql.js"
 import { decodeInterval, decodeTtl } from "./ttl.js"
+import { invalidUpdateFunction, invalidValue } from "./value.js"
 import { markUpdating, refuseWriteInsideOwnUpdate } from "./updating.js"
 
 /** Rows deleted per cleanup statement. */
@@ -136,9 +137,6 @@ const backendError = (op: string, key: string | undefined, cause: unknown): KvEr
     message: `PostgreSQL ${op} failed: ${detail}`
   })
 }
-
-const invalidArgument = (op: string, key: string | undefined, message: string) =>
-  new KvError({ reason: "InvalidArgument", op, ...(key === undefined ? {} : { key }), message })
 
 /** Maps `SqlError` failures and `SqlError` defects (failed COMMIT/ROLLBACK) to `KvError`. */
 const toKvError = (op: string, key?: string) => <A, E, R>(
@@ -169,11 +167,6 @@ const toBytes = (op: string, key: string, raw: unknown): Effect.Effect<Uint8Arra
     ? Effect.succeed(new Uint8Array(raw))
     : Effect.fail(backendError(op, key, new Error(`expected a BYTEA value, got ${typeof raw}`)))
 
-const checkValue = (op: string, key: string, value: unknown): KvError | undefined =>
-  value instanceof Uint8Array
-    ? undefined
-    : invalidArgument(op, key, `Invalid value for ${op}: a value must be a Uint8Array, got ${typeof value}`)
-
 const checkKeyAndTtl = (op: string, key: string, ttl: Duration.DurationInput | undefined) => {
   const bad = invalidKey(op, key)
   if (bad !== undefined) return Either.left(bad)
@@ -197,7 +190,7 @@ const make = (sql: SqlClient.SqlClient, statements: Statements): Service => {
   const set = (key: string, value: Uint8Array, ttl?: Duration.DurationInput) => {
     const checked = checkKeyAndTtl("set", key, ttl)
     if (Either.isLeft(checked)) return Effect.fail(checked.left)
-    const badValue = checkValue("set", key, value)
+    const badValue = invalidValue("set", key, value)
     if (badValue !== undefined) return Effect.fail(badValue)
     // copied now: the caller may reuse the array while the statement waits for a connection
     const params = [keyHash(key).toString(), key, Buffer.from(value), checked.right ?? null]
@@ -249,7 +242,7 @@ const make = (sql: SqlClient.SqlClient, statements: Statements): Service => {
         )
       ),
       Effect.flatMap((next): Effect.Effect<Uint8Array, KvError | SqlError> => {
-        const badValue = checkValue("update", key, next)
+        const badValue = invalidValue("update", key, next)
         if (badValue !== undefined) return Effect.fail(badValue)
         const bytes = Buffer.from(next)
         return run(statements.upsert, [hash, key, bytes, ttlMillis ?? null]).pipe(
@@ -309,9 +302,8 @@ const make = (sql: SqlClient.SqlClient, statements: Statements): Service => {
   ): Effect.Effect<Uint8Array, E | KvError, R> => {
     const checked = checkKeyAndTtl("update", key, ttl)
     if (Either.isLeft(checked)) return Effect.fail(checked.left)
-    if (typeof f !== "function") {
-      return Effect.fail(invalidArgument("update", key, "Invalid function for update: expected a function"))
-    }
+    const badFunction = invalidUpdateFunction(key, f)
+    if (badFunction !== undefined) return Effect.fail(badFunction)
     const hash = keyHash(key)
     const hashText = hash.toString()
     const body = readAndWrite(key, hashText, f, checked.right)
