@@ -304,6 +304,15 @@ describe("PostgresStore", () => {
         }))
     }
 
+    it.scoped("takes null options (from JavaScript) as the defaults", () =>
+      Effect.gen(function*() {
+        const store = yield* instance(null as unknown as PostgresStore.Options)
+        const key = `null-options/${run}`
+        yield* store.set(key, bytes("v"))
+        assert.strictEqual(text(yield* store.get(key)), "v")
+        assert.isTrue(yield* store.delete(key))
+      }))
+
     it.scoped("accepts a 63-character name", () =>
       Effect.gen(function*() {
         const store = yield* instance({ table: `kv_${run}_`.padEnd(63, "x") })

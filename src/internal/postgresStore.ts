@@ -395,10 +395,11 @@ const createTable = (sql: SqlClient.SqlClient, statements: Statements) =>
     toKvError("layer")
   )
 
-export const layer = (options: Options = {}): Layer.Layer<KvStore, KvError, SqlClient.SqlClient> =>
+export const layer = (options?: Options): Layer.Layer<KvStore, KvError, SqlClient.SqlClient> =>
   Layer.scoped(
     KvStore,
     Effect.gen(function*() {
+      options ??= {} // also a JavaScript caller's null
       const table = options.table ?? "kv_store"
       const schema = options.schema ?? "public"
       const badName = invalidIdentifier("table", table) ?? invalidIdentifier("schema", schema)
