@@ -15,6 +15,7 @@ import { KvStore } from "../src/KvStore.js"
 import { buildService, importOptional } from "./lib/effect.js"
 import { compare, type Subject } from "./lib/measure.js"
 import { ratioRow, type Row } from "./lib/report.js"
+import { mulberry32 } from "../dev/random.js"
 
 type MemoryStoreModule = typeof import("../src/MemoryStore.js")
 
@@ -31,15 +32,6 @@ export const valueOf = (i: number): Uint8Array => {
   const v = new Uint8Array(VALUE_BYTES)
   v.fill(i & 0xff)
   return v
-}
-
-/** A deterministic PRNG so every run, and every subject, walks the same keys. */
-const mulberry32 = (seed: number) => () => {
-  seed |= 0
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
 }
 
 const log = (msg: string) => console.error(`[memory] ${msg}`)

@@ -5,6 +5,7 @@ import { keyHash } from "../src/internal/hash.js"
 import { compareCodePoints, invalidKey, invalidPrefix, utf8Length } from "../src/internal/key.js"
 import { decodeTtl } from "../src/internal/ttl.js"
 import * as KvStore from "../src/KvStore.js"
+import { mulberry32 } from "../dev/random.js"
 
 /** A pseudo-random well-formed string mixing ASCII, 2- and 3-byte, private-use and astral characters. */
 const randomString = (next: () => number): string => {
@@ -16,15 +17,6 @@ const randomString = (next: () => number): string => {
     s += String.fromCodePoint(lo + Math.floor(next() * (hi - lo)))
   }
   return s
-}
-
-/** A small deterministic generator, so a failure can be replayed. */
-const mulberry32 = (seed: number) => () => {
-  seed |= 0
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
 }
 
 describe("key helpers", () => {
