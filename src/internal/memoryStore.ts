@@ -29,10 +29,10 @@ interface Waiter {
  * A FIFO mutex for one key. Effect's `Semaphore` wakes every waiter on each
  * release (they race and all but one go back to sleep), which is quadratic
  * under contention: 600 queued updates of one key took 10 s. Here a release
- * hands the lock straight to the next waiter.
+ * hands the lock straight to the next waiter. A lock is held exactly while it
+ * is in the lock table.
  */
 interface KeyLock {
-  held: boolean
   readonly waiters: Array<Waiter>
 }
 
@@ -150,7 +150,6 @@ const makeService = (state: Ref.Ref<Map<string, Entry>>, maxEntries: number | un
   const releaseLock = (key: string, lock: KeyLock): void => {
     const next = lock.waiters.shift()
     if (next === undefined) {
-      lock.held = false
       locks.delete(key)
       return
     }
@@ -166,7 +165,7 @@ const makeService = (state: Ref.Ref<Map<string, Entry>>, maxEntries: number | un
     Effect.suspend(() => {
       const existing = locks.get(key)
       if (existing === undefined) {
-        const lock: KeyLock = { held: true, waiters: [] }
+        const lock: KeyLock = { waiters: [] }
         locks.set(key, lock)
         return Effect.succeed(lock)
       }
