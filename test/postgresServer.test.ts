@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { spawnSync } from "node:child_process"
 import { fileURLToPath } from "node:url"
+import { inject } from "vitest"
 
 const serverModule = fileURLToPath(new URL("../dev/postgresServer.ts", import.meta.url))
 
@@ -14,5 +15,9 @@ describe("dev/postgresServer", () => {
       { encoding: "utf8", timeout: 20_000 }
     )
     assert.strictEqual(child.status, 3, child.stderr)
+  })
+
+  it("the test server is also DATABASE_URL inside the test workers", () => {
+    assert.strictEqual(process.env["DATABASE_URL"], inject("databaseUrl"))
   })
 })
