@@ -65,6 +65,10 @@ const decodeOptions = (
   return Either.map(decodeInterval("MemoryStore", "cleanupInterval", rawInterval), (interval) => ({ interval, maxEntries }))
 }
 
+/** When an entry written at `now` with a TTL of `expiresIn` ms stops being live; `undefined`: never. */
+const expiryAt = (now: number, expiresIn: number | undefined): number | undefined =>
+  expiresIn === undefined ? undefined : now + expiresIn
+
 const isLive = (entry: Entry, now: number): boolean => entry.expiresAt === undefined || entry.expiresAt > now
 
 /**
@@ -212,11 +216,16 @@ const makeService = (state: Ref.Ref<Map<string, Entry>>, maxEntries: number | un
   const missing = (key: string): Effect.Effect<never, NotFound | KvError> =>
     Effect.fail(invalidKey("get", key) ?? new NotFound({ key }))
 
+  /** A live entry read: counts as use, and hands out a copy. */
+  const readCopy = (map: Map<string, Entry>, key: string, entry: Entry): Uint8Array => {
+    if (trackUse) touch(map, key, entry)
+    return entry.value.slice()
+  }
+
   const liveCopy = (map: Map<string, Entry>, key: string, now: number): Effect.Effect<Uint8Array, NotFound | KvError> => {
     const entry = map.get(key)
     if (entry === undefined || !isLive(entry, now)) return missing(key)
-    if (trackUse) touch(map, key, entry)
-    return Effect.succeed(entry.value.slice())
+    return Effect.succeed(readCopy(map, key, entry))
   }
 
   // The hot path. Only valid keys are ever stored, so a hit needs no key
@@ -225,10 +234,7 @@ const makeService = (state: Ref.Ref<Map<string, Entry>>, maxEntries: number | un
     Effect.flatMap(Ref.get(state), (map) => {
       const entry = map.get(key)
       if (entry === undefined) return missing(key)
-      if (entry.expiresAt === undefined) {
-        if (trackUse) touch(map, key, entry)
-        return Effect.succeed(entry.value.slice())
-      }
+      if (entry.expiresAt === undefined) return Effect.succeed(readCopy(map, key, entry))
       return Effect.clockWith((clock) => liveCopy(map, key, clock.unsafeCurrentTimeMillis()))
     })
 
@@ -248,8 +254,7 @@ const makeService = (state: Ref.Ref<Map<string, Entry>>, maxEntries: number | un
     const expiresIn = ttlMillis.right
     const writeNow = Effect.clockWith((clock) =>
       Effect.map(Ref.get(state), (map) => {
-        const expiresAt = expiresIn === undefined ? undefined : clock.unsafeCurrentTimeMillis() + expiresIn
-        writeCopy(map, key, value, expiresAt)
+        writeCopy(map, key, value, expiryAt(clock.unsafeCurrentTimeMillis(), expiresIn))
       })
     )
     return Effect.suspend(() => locks.has(key) ? afterUpdate("set", key, writeNow) : writeNow)
@@ -259,8 +264,11 @@ const makeService = (state: Ref.Ref<Map<string, Entry>>, maxEntries: number | un
    * Stores a copy of `value`, taken when the effect runs rather than when it is
    * built: running one `set` effect twice writes the array as it is each time.
    */
-  const writeCopy = (map: Map<string, Entry>, key: string, value: Uint8Array, expiresAt: number | undefined): void =>
-    write(map, key, { value: new Uint8Array(value), expiresAt })
+  const writeCopy = (map: Map<string, Entry>, key: string, value: Uint8Array, expiresAt: number | undefined): Uint8Array => {
+    const stored = new Uint8Array(value)
+    write(map, key, { value: stored, expiresAt })
+    return stored
+  }
 
   const delete_ = (key: string): Effect.Effect<boolean, KvError> => {
     const invalid = invalidKey("delete", key)
@@ -294,8 +302,7 @@ const makeService = (state: Ref.Ref<Map<string, Entry>>, maxEntries: number | un
         const entry = map.get(key)
         let current: Option.Option<Uint8Array> = Option.none()
         if (entry !== undefined && isLive(entry, clock.unsafeCurrentTimeMillis())) {
-          if (trackUse) touch(map, key, entry)
-          current = Option.some(entry.value.slice())
+          current = Option.some(readCopy(map, key, entry))
         }
         return Effect.flatMap(
           markUpdating(key)(Effect.suspend(() => f(current))),
@@ -303,12 +310,7 @@ const makeService = (state: Ref.Ref<Map<string, Entry>>, maxEntries: number | un
             const invalidNext = invalidValue("update", key, next)
             if (invalidNext !== undefined) return Effect.fail(invalidNext)
             return Effect.flatMap(Ref.get(state), (map) =>
-              Effect.sync(() => {
-                const value = new Uint8Array(next)
-                const now = clock.unsafeCurrentTimeMillis()
-                write(map, key, { value, expiresAt: expiresIn === undefined ? undefined : now + expiresIn })
-                return value.slice()
-              }))
+              Effect.sync(() => writeCopy(map, key, next, expiryAt(clock.unsafeCurrentTimeMillis(), expiresIn)).slice()))
           }
         )
       })

@@ -337,14 +337,7 @@ const make = (sql: SqlClient.SqlClient, statements: Statements): Service => {
     )
   }
 
-  const cleanup = Effect.suspend(() => {
-    const loop = (total: number): Effect.Effect<number, SqlError> =>
-      Effect.flatMap(run(statements.cleanupBatch, [CLEANUP_BATCH]), (rows) => {
-        const n = Number(rows[0]?.["n"] ?? 0)
-        return n < CLEANUP_BATCH ? Effect.succeed(total + n) : loop(total + n)
-      })
-    return loop(0)
-  }).pipe(toKvError("cleanup"))
+  const cleanup = deleteInBatches(run(statements.cleanupBatch, [CLEANUP_BATCH]), () => true)
 
   // Spans on the scans only. Not on get, set and delete: a span costs about as much CPU
   // as the rest of the call (measured). Not on update: a failure raised inside a span is
@@ -360,15 +353,26 @@ const make = (sql: SqlClient.SqlClient, statements: Statements): Service => {
   }
 }
 
-/** The scheduled sweep: like `cleanup`, but stops when another instance is sweeping. */
-const sweep = (sql: SqlClient.SqlClient, statements: Statements): Effect.Effect<number, KvError> => {
+/**
+ * Runs `batch` (a statement deleting at most `CLEANUP_BATCH` expired rows and
+ * returning their count as `n`) until a batch comes back short or `mayGoOn`
+ * says stop; succeeds with the total.
+ */
+const deleteInBatches = (
+  batch: Effect.Effect<ReadonlyArray<Row>, SqlError>,
+  mayGoOn: (row: Row | undefined) => boolean
+): Effect.Effect<number, KvError> => {
   const loop = (total: number): Effect.Effect<number, SqlError> =>
-    Effect.flatMap(sql.unsafe<Row>(statements.sweepBatch, [CLEANUP_BATCH]), (rows) => {
+    Effect.flatMap(batch, (rows) => {
       const n = Number(rows[0]?.["n"] ?? 0)
-      return rows[0]?.["mine"] === true && n >= CLEANUP_BATCH ? loop(total + n) : Effect.succeed(total + n)
+      return n >= CLEANUP_BATCH && mayGoOn(rows[0]) ? loop(total + n) : Effect.succeed(total + n)
     })
   return loop(0).pipe(toKvError("cleanup"))
 }
+
+/** The scheduled sweep: like `cleanup`, but stops when another instance is sweeping. */
+const sweep = (sql: SqlClient.SqlClient, statements: Statements): Effect.Effect<number, KvError> =>
+  deleteInBatches(sql.unsafe<Row>(statements.sweepBatch, [CLEANUP_BATCH]), (row) => row?.["mine"] === true)
 
 /**
  * CREATE ... IF NOT EXISTS can still fail when two instances race (a unique
