@@ -39,20 +39,13 @@ const heap = async (subject: string, entries: number) => {
     const map = new Map<string, Uint8Array>()
     for (let i = 0; i < entries; i++) map.set(keyOf(i), valueOf(i))
     keep = map
-  } else if (subject === "layerMemory") {
-    const built = await buildService(KeyValueStore.layerMemory, KeyValueStore.KeyValueStore)
+  } else if (subject === "layerMemory" || subject === "effect-kv") {
+    const built = subject === "layerMemory"
+      ? await buildService(KeyValueStore.layerMemory, KeyValueStore.KeyValueStore)
+      : await buildService(MemoryStore.layer(), KvStore)
     close = built.close
     before = await settledMemory()
-    const store = built.service
-    await Effect.runPromise(Effect.gen(function*() {
-      for (let i = 0; i < entries; i++) yield* store.set(keyOf(i), valueOf(i))
-    }))
-    keep = store
-  } else if (subject === "effect-kv") {
-    const built = await buildService(MemoryStore.layer(), KvStore)
-    close = built.close
-    before = await settledMemory()
-    const store = built.service
+    const store: { set: (key: string, value: Uint8Array) => Effect.Effect<void, unknown> } = built.service
     await Effect.runPromise(Effect.gen(function*() {
       for (let i = 0; i < entries; i++) yield* store.set(keyOf(i), valueOf(i))
     }))
