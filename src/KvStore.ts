@@ -1,14 +1,18 @@
 /**
- * The key-value store contract: the `KvStore` service tag, its errors and
- * module-level accessors. Backends (`MemoryStore`, `PostgresStore`) provide it.
+ * The key-value store contract: the `KvStore` service tag, its errors, the
+ * `Driver` interface a backend implements, `make` (the one front every
+ * backend shares) and module-level accessors.
  *
  * @since 0.1.0
  */
-import type * as Duration from "effect/Duration"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as front from "./internal/front.js"
+import * as keyedLock from "./internal/keyedLock.js"
 
 /**
  * What every backend offers. Values are bytes; keys are strings of 1 to 2048
@@ -40,6 +44,34 @@ export interface Service {
   keys(prefix: string): Effect.Effect<ReadonlyArray<string>, KvError>
   /** Removes expired entries now; succeeds with how many were removed. */
   readonly cleanup: Effect.Effect<number, KvError>
+
+  /** The live value of `key`, or `Option.none()` when it is missing or expired. */
+  getOption(key: string): Effect.Effect<Option.Option<Uint8Array>, KvError>
+  /** `true` when `key` has a live entry. */
+  has(key: string): Effect.Effect<boolean, KvError>
+  /** Writes `value` only when `key` is missing or expired; `true` when it wrote. */
+  setIfAbsent(key: string, value: Uint8Array, ttl?: Duration.DurationInput): Effect.Effect<boolean, KvError>
+  /**
+   * Adds `by` (default 1, a safe integer) to the integer stored as decimal
+   * text under `key` (missing or expired counts as 0) and returns the new value.
+   * `ttl` applies only when the increment creates the entry.
+   */
+  increment(key: string, options?: IncrementOptions): Effect.Effect<number, KvError>
+  /** The time `key` has left (`Option.none()`: never expires), or `NotFound`. */
+  timeToLive(key: string): Effect.Effect<Option.Option<Duration.Duration>, NotFound | KvError>
+  /** Replaces a live entry's expiry, keeping its value; `true` when the key was live. */
+  expire(key: string, ttl?: Duration.DurationInput): Effect.Effect<boolean, KvError>
+}
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface IncrementOptions {
+  /** The amount to add, a safe integer (0 and negatives allowed). Default 1. */
+  readonly by?: number | undefined
+  /** The expiry of an entry this increment creates; a live entry keeps its own. */
+  readonly ttl?: Duration.DurationInput | undefined
 }
 
 /**
@@ -75,8 +107,8 @@ export class NotFound extends Data.TaggedError("NotFound")<{ readonly key: strin
 
 /**
  * Everything that can go wrong besides a missing key: `InvalidArgument` is the
- * caller's mistake (bad key, TTL or option; nothing was changed), `Backend` is
- * the store's trouble (connection lost, SQL error, ...).
+ * caller's mistake (bad key, TTL, value or option; nothing was changed),
+ * `Backend` is the store's trouble (connection lost, SQL error, ...).
  *
  * @since 0.1.0
  * @category errors
@@ -87,7 +119,173 @@ export class KvError extends Data.TaggedError("KvError")<{
   readonly key?: string
   readonly cause?: unknown
   readonly message: string
+}> {
+  /**
+   * @since 0.2.0
+   */
+  static invalidArgument(op: string, message: string, key?: string): KvError {
+    return new KvError({ reason: "InvalidArgument", op, message, ...(key === undefined ? {} : { key }) })
+  }
+  /**
+   * @since 0.2.0
+   */
+  static backend(op: string, message: string, cause: unknown, key?: string): KvError {
+    return new KvError({ reason: "Backend", op, message, cause, ...(key === undefined ? {} : { key }) })
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Drivers
+// ---------------------------------------------------------------------------
+
+/**
+ * A driver's failure: `Backend` for its own trouble, `InvalidArgument` when the
+ * stored data does not allow the operation (e.g. `increment` of text that is
+ * not an integer). The front turns it into a `KvError` naming the operation
+ * and the key.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class DriverError extends Data.TaggedError("DriverError")<{
+  readonly reason: "InvalidArgument" | "Backend"
+  readonly message: string
+  readonly cause?: unknown
 }> {}
+
+/**
+ * A live entry as a driver reads it: its bytes and the milliseconds it has
+ * left (`undefined`: never expires).
+ *
+ * @since 0.2.0
+ * @category drivers
+ */
+export interface Entry {
+  readonly value: Uint8Array
+  readonly expiresIn: number | undefined
+}
+
+/**
+ * What `Driver.modify` writes: nothing (`Keep`), or `value` with a TTL in
+ * milliseconds (`undefined`: never expires; `"unchanged"`: the entry's current
+ * expiry, or none when the entry is new).
+ *
+ * @since 0.2.0
+ * @category drivers
+ */
+export type Write =
+  | { readonly _tag: "Keep" }
+  | { readonly _tag: "Put"; readonly value: Uint8Array; readonly ttl: number | "unchanged" | undefined }
+
+/**
+ * The primitive operations a backend implements. Every argument has been
+ * checked by the front: keys and prefixes are valid, values are private
+ * copies the driver may keep, TTLs are positive milliseconds or `undefined`
+ * (never expires). Bytes a driver returns are copied by the front before a
+ * caller sees them. Missing and expired are the same thing everywhere.
+ *
+ * Atomicity: within one process the front runs every `modify` of a key under
+ * a per-key lock, and makes writes of a locked key wait for it. A driver
+ * shared by several processes must also make `modify` atomic across them (a
+ * transaction, a lock) and its writes wait for a `modify` of the same key in
+ * flight elsewhere. A driver that keeps its state in this process passes the
+ * lock it checks in the same synchronous step as each write (`lock`): a check
+ * by the front and a write by the driver in two steps could let an update slip
+ * in between; the front then leaves the waiting to the driver.
+ *
+ * The optional operations are native fast paths; without them the front
+ * derives the operation from `modify` or `get`.
+ *
+ * @since 0.2.0
+ * @category drivers
+ */
+export interface Driver {
+  /** The backend's name in error messages, e.g. `"PostgreSQL"`. */
+  readonly name: string
+  /** The per-key lock the driver's own writes wait for (see above); by default the front makes its own. */
+  readonly lock?: KeyedLock | undefined
+  readonly get: (key: string) => Effect.Effect<Option.Option<Uint8Array>, DriverError>
+  readonly set: (key: string, value: Uint8Array, ttl: number | undefined) => Effect.Effect<void, DriverError>
+  /** `true` when a live entry was removed. */
+  readonly delete: (key: string) => Effect.Effect<boolean, DriverError>
+  /**
+   * Atomic read-modify-write: `f` sees the live entry and decides what to
+   * write. If `f` fails (its error must come out unchanged) or the fiber is
+   * interrupted, nothing is written.
+   */
+  readonly modify: <A, E, R>(
+    key: string,
+    f: (current: Option.Option<Entry>) => Effect.Effect<readonly [A, Write], E, R>
+  ) => Effect.Effect<A, E | DriverError, R>
+  /** The live keys starting with `prefix` (`""`: all), sorted by code point. */
+  readonly keys: (prefix: string) => Effect.Effect<ReadonlyArray<string>, DriverError>
+  /** Removes expired entries; how many. */
+  readonly cleanup: Effect.Effect<number, DriverError>
+  /** The scheduled sweep, when it differs from `cleanup` (e.g. gated between instances). */
+  readonly sweep?: Effect.Effect<number, DriverError> | undefined
+
+  readonly has?: ((key: string) => Effect.Effect<boolean, DriverError>) | undefined
+  /** `Option.none()`: missing; `Option.some(undefined)`: never expires; else milliseconds left. */
+  readonly timeToLive?: ((key: string) => Effect.Effect<Option.Option<number | undefined>, DriverError>) | undefined
+  readonly setIfAbsent?:
+    | ((key: string, value: Uint8Array, ttl: number | undefined) => Effect.Effect<boolean, DriverError>)
+    | undefined
+  /** Fails with `InvalidArgument` when the stored value is not canonical decimal text or the result is unsafe. */
+  readonly increment?:
+    | ((key: string, by: number, ttl: number | undefined) => Effect.Effect<number, DriverError>)
+    | undefined
+  readonly expire?: ((key: string, ttl: number | undefined) => Effect.Effect<boolean, DriverError>) | undefined
+}
+
+/**
+ * A FIFO lock per key that also knows whether the current fiber runs inside
+ * a hold of it (to refuse, instead of deadlock on, a write of a key from
+ * inside its own update).
+ *
+ * @since 0.2.0
+ * @category drivers
+ */
+export type KeyedLock = keyedLock.KeyedLock
+
+/**
+ * A fresh per-key lock, for drivers without transactions.
+ *
+ * @since 0.2.0
+ * @category drivers
+ */
+export const makeKeyedLock = (): KeyedLock => keyedLock.makeKeyedLock()
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface MakeOptions {
+  /** Run the driver's sweep (or `cleanup`) on this period in the current scope. Default: never. */
+  readonly cleanupInterval?: Duration.DurationInput | undefined
+  /**
+   * Keep keys out of errors and spans: `KvError.key`, `NotFound.key` and
+   * messages say `"[redacted]"` instead, for stores whose keys are secrets
+   * (session ids, tokens). Default `false`.
+   */
+  readonly redactKeys?: boolean | undefined
+}
+
+/**
+ * Builds the `Service` over a driver: argument checks in one order, TTL
+ * decoding, copies of values in and out, the per-key lock and the guard
+ * against writing a key from inside its own update, errors and spans, and
+ * the sweep schedule (forked into the scope). Fails with `KvError`
+ * (`InvalidArgument`, op `"layer"`) for invalid options.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make = (driver: Driver, options?: MakeOptions): Effect.Effect<Service, KvError, Scope.Scope> =>
+  front.make(driver, options) // called late: front.ts imports this module's classes
+
+// ---------------------------------------------------------------------------
+// Accessors
+// ---------------------------------------------------------------------------
 
 /**
  * @since 0.1.0
@@ -139,3 +337,50 @@ export const keys = (prefix: string): Effect.Effect<ReadonlyArray<string>, KvErr
  * @category accessors
  */
 export const cleanup: Effect.Effect<number, KvError, KvStore> = Effect.flatMap(KvStore, (store) => store.cleanup)
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const getOption = (key: string): Effect.Effect<Option.Option<Uint8Array>, KvError, KvStore> =>
+  Effect.flatMap(KvStore, (store) => store.getOption(key))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const has = (key: string): Effect.Effect<boolean, KvError, KvStore> =>
+  Effect.flatMap(KvStore, (store) => store.has(key))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const setIfAbsent = (
+  key: string,
+  value: Uint8Array,
+  ttl?: Duration.DurationInput
+): Effect.Effect<boolean, KvError, KvStore> => Effect.flatMap(KvStore, (store) => store.setIfAbsent(key, value, ttl))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const increment = (key: string, options?: IncrementOptions): Effect.Effect<number, KvError, KvStore> =>
+  Effect.flatMap(KvStore, (store) => store.increment(key, options))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const timeToLive = (
+  key: string
+): Effect.Effect<Option.Option<Duration.Duration>, NotFound | KvError, KvStore> =>
+  Effect.flatMap(KvStore, (store) => store.timeToLive(key))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const expire = (key: string, ttl?: Duration.DurationInput): Effect.Effect<boolean, KvError, KvStore> =>
+  Effect.flatMap(KvStore, (store) => store.expire(key, ttl))

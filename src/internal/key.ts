@@ -1,4 +1,4 @@
-import { KvError } from "../KvStore.js"
+import { describeKind } from "./describe.js"
 
 /** The longest key, in UTF-8 bytes: it must fit a PostgreSQL b-tree entry (about 2700 bytes). */
 export const MAX_KEY_BYTES = 2048
@@ -17,8 +17,9 @@ export const utf8Length = (s: string): number => {
   return bytes
 }
 
-const keyProblem = (key: unknown): string | undefined => {
-  if (typeof key !== "string") return `a key must be a string, got ${typeof key}`
+/** Why `key` is not a valid key (never throws, whatever `key` is), or `undefined`. */
+export const keyProblem = (key: unknown): string | undefined => {
+  if (typeof key !== "string") return `a key must be a string, got ${describeKind(key)}`
   if (key.length === 0) return "a key must not be empty"
   // fast path: short keys cannot exceed the limit even at 3 bytes per UTF-16 unit
   if (key.length * 3 > MAX_KEY_BYTES && utf8Length(key) > MAX_KEY_BYTES) {
@@ -29,27 +30,11 @@ const keyProblem = (key: unknown): string | undefined => {
   return undefined
 }
 
-/** A `KvError` (`InvalidArgument`) when `key` is not a valid key, else `undefined`. */
-export const invalidKey = (op: string, key: string): KvError | undefined => {
-  const problem = keyProblem(key)
-  return problem === undefined ? undefined : new KvError({
-    reason: "InvalidArgument",
-    op,
-    key: typeof key === "string" ? key : String(key),
-    message: `Invalid key for ${op}: ${problem}`
-  })
-}
-
-/** Like `invalidKey`, but the empty prefix (list everything) is allowed. */
-export const invalidPrefix = (op: string, prefix: string): KvError | undefined => {
+/** Like `keyProblem`, but the empty prefix (everything) is allowed. */
+export const prefixProblem = (prefix: unknown): string | undefined => {
   if (prefix === "") return undefined
   const problem = keyProblem(prefix)
-  return problem === undefined ? undefined : new KvError({
-    reason: "InvalidArgument",
-    op,
-    key: typeof prefix === "string" ? prefix : String(prefix),
-    message: `Invalid prefix for ${op}: ${problem.replace("a key", "a prefix")}`
-  })
+  return problem === undefined ? undefined : problem.replace("a key", "a prefix")
 }
 
 /**

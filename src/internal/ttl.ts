@@ -1,90 +1,102 @@
 import * as Duration from "effect/Duration"
-import * as Either from "effect/Either"
-import { KvError } from "../KvStore.js"
+import { describeKind } from "./describe.js"
 
 /** Durations above this are refused: an expiry that far out would not fit a timestamp (about 10,000 years). */
 export const MAX_TTL_MILLIS = 10_000 * 365.25 * 24 * 3600 * 1000
 
+/** The backends' resolution: a positive TTL below it counts as this much, never as "no expiry". */
+const MIN_TTL_MILLIS = 1
+
 const DURATION_STRING = /^(-?\d+(?:\.\d+)?)\s+(nanos?|micros?|millis?|seconds?|minutes?|hours?|days?|weeks?)$/
 
+const UNIT_MILLIS: Record<string, number> = {
+  nano: 1e-6,
+  micro: 1e-3,
+  milli: 1,
+  second: 1000,
+  minute: 60_000,
+  hour: 3_600_000,
+  day: 86_400_000,
+  week: 604_800_000
+}
+
+/** A decoded duration: milliseconds, `undefined` for zero or infinite, or why the input is refused. */
+export type Decoded = { readonly millis: number | undefined } | { readonly problem: string }
+
+const ok = (millis: number | undefined): Decoded => ({ millis })
+const refuse = (problem: string): Decoded => ({ problem })
+
 /**
- * Why a raw duration input is not acceptable, checked before `Duration.decode`,
- * which silently clamps negative and NaN inputs to zero (for a TTL: "no expiry")
- * and throws on malformed ones. `what` names the input in the message ("a TTL").
+ * Milliseconds from the raw input, checked before anything is rounded or
+ * clamped: Effect's `Duration.decode` turns negative and NaN inputs into zero
+ * (for a TTL: "never expires") and throws on malformed ones, so it is used for
+ * `Duration` values only. `NaN` here stands for a negative total.
  */
-const rawProblem = (input: unknown, what: string): string | undefined => {
-  const tooLarge = `${what} must be at most 10,000 years`
-  if (Duration.isDuration(input)) return undefined // a Duration is never negative
+const rawMillis = (input: unknown, what: string): Decoded => {
   if (typeof input === "number") {
-    return Number.isNaN(input) ? `${what} must not be NaN` : input < 0 ? `${what} must not be negative, got ${input}` : undefined
+    if (Number.isNaN(input)) return refuse(`${what} must not be NaN`)
+    return input < 0 ? refuse(`${what} must not be negative, got ${input}`) : ok(input)
   }
-  if (typeof input === "bigint") return input < 0n ? `${what} must not be negative, got ${input}n` : undefined
-  if (Array.isArray(input)) {
-    if (input.length !== 2 || !input.every((n) => typeof n === "number")) {
-      return `${what} given as a pair must be [seconds, nanos] numbers`
-    }
-    const [seconds, nanos] = input as [number, number]
-    if (Number.isNaN(seconds) || Number.isNaN(nanos)) return `${what} must not be NaN`
-    if (seconds === -Infinity || nanos === -Infinity) return `${what} must not be negative`
-    if (seconds === Infinity || nanos === Infinity) return undefined
-    const total = seconds * 1e9 + nanos
-    if (total < 0) return `${what} must not be negative, got [${seconds}, ${nanos}]`
-    return Number.isFinite(total) ? undefined : tooLarge
+  if (typeof input === "bigint") {
+    return input < 0n ? refuse(`${what} must not be negative, got ${input}n`) : ok(Number(input) / 1e6) // nanos
   }
   if (typeof input === "string") {
     const match = DURATION_STRING.exec(input)
-    if (match === null) return `${what} given as a string must look like "5 seconds", got ${JSON.stringify(input)}`
+    if (match === null) {
+      return refuse(`${what} given as a string must look like "5 seconds", got ${JSON.stringify(input)}`)
+    }
     const amount = Number(match[1])
-    if (amount < 0) return `${what} must not be negative, got ${JSON.stringify(input)}`
-    return Number.isFinite(amount) ? undefined : tooLarge
+    if (amount < 0) return refuse(`${what} must not be negative, got ${JSON.stringify(input)}`)
+    return ok(amount * UNIT_MILLIS[match[2]!.replace(/s$/, "")]!)
   }
-  return `${what} must be a Duration, number, bigint, [seconds, nanos] or string, got ${typeof input}`
-}
-
-/** Milliseconds (`undefined` for zero or infinite), or why `input` is refused. */
-const decodeMillis = (input: Duration.DurationInput, what: string): Either.Either<number | undefined, string> => {
-  const problem = rawProblem(input, what)
-  if (problem !== undefined) return Either.left(problem)
-  const duration = Duration.decode(input)
-  if (!Duration.isFinite(duration) || Duration.isZero(duration)) return Either.right(undefined)
-  const millis = Duration.toMillis(duration)
-  return millis <= MAX_TTL_MILLIS ? Either.right(millis) : Either.left(`${what} must be at most 10,000 years`)
+  if (Array.isArray(input)) {
+    const [seconds, nanos] = input as Array<unknown>
+    if (input.length !== 2 || typeof seconds !== "number" || typeof nanos !== "number") {
+      return refuse(`${what} given as a pair must be [seconds, nanos] numbers`)
+    }
+    if (Number.isNaN(seconds) || Number.isNaN(nanos)) return refuse(`${what} must not be NaN`)
+    if (seconds === -Infinity || nanos === -Infinity) return refuse(`${what} must not be negative`)
+    if (seconds === Infinity || nanos === Infinity) return ok(Infinity)
+    const millis = seconds * 1000 + nanos / 1e6
+    return millis < 0 ? refuse(`${what} must not be negative, got [${seconds}, ${nanos}]`) : ok(millis)
+  }
+  if (Duration.isDuration(input)) {
+    return Duration.isFinite(input) ? ok(Duration.toMillis(input)) : ok(Infinity)
+  }
+  return refuse(`${what} must be a Duration, number, bigint, [seconds, nanos] or string, got ${describeKind(input)}`)
 }
 
 /**
- * Decodes a TTL into milliseconds (`undefined`: no expiry), or a `KvError`
- * (`InvalidArgument`) for a negative, NaN, malformed or absurdly large TTL.
+ * Decodes a duration given by a caller; `what` names it in messages ("a TTL").
+ * Zero and infinity decode to `undefined`; a positive amount below 1 ms to 1 ms.
+ * Never throws, whatever the input (a Proxy, a throwing getter).
  */
-export const decodeTtl = (
-  op: string,
-  key: string,
-  ttl: Duration.DurationInput | undefined
-): Either.Either<number | undefined, KvError> =>
-  ttl === undefined ? Either.right(undefined) : Either.mapLeft(
-    decodeMillis(ttl, "a TTL"),
-    (problem) => new KvError({ reason: "InvalidArgument", op, key, message: `Invalid TTL for ${op}: ${problem}` })
-  )
-
-/**
- * Decodes a layer's period option (`cleanupInterval`): a positive, finite
- * duration, else a `KvError` (`InvalidArgument`, op `"layer"`).
- */
-export const decodeInterval = (
-  store: string,
-  option: string,
-  input: Duration.DurationInput
-): Either.Either<Duration.Duration, KvError> => {
-  const millis = decodeMillis(input, option)
-  if (Either.isRight(millis) && millis.right !== undefined) return Either.right(Duration.millis(millis.right))
-  const problem = Either.isLeft(millis) ? millis.left : `${option} must be a positive, finite duration, got ${format(input)}`
-  return Either.left(new KvError({ reason: "InvalidArgument", op: "layer", message: `Invalid ${store} option: ${problem}` }))
+export const decodeDuration = (input: unknown, what: string): Decoded => {
+  let decoded: Decoded
+  try {
+    decoded = rawMillis(input, what)
+  } catch {
+    return refuse(`${what} could not be read`)
+  }
+  if ("problem" in decoded) return decoded
+  const millis = decoded.millis!
+  if (!(millis >= 0)) return refuse(`${what} is not a valid duration`)
+  if (millis === 0 || millis === Infinity) return ok(undefined)
+  if (millis > MAX_TTL_MILLIS) return refuse(`${what} must be at most 10,000 years`)
+  return ok(Math.max(millis, MIN_TTL_MILLIS))
 }
 
-const format = (input: unknown): string =>
-  typeof input === "bigint"
-    ? `${input}n`
-    : typeof input === "number"
-    ? String(input)
-    : Duration.isDuration(input)
-    ? Duration.format(input)
-    : JSON.stringify(input) ?? String(input)
+/** For messages about options: the input as the caller wrote it, never throwing. */
+export const formatDuration = (input: unknown): string => {
+  try {
+    return typeof input === "bigint"
+      ? `${input}n`
+      : typeof input === "number"
+      ? String(input)
+      : Duration.isDuration(input)
+      ? Duration.format(input)
+      : JSON.stringify(input) ?? describeKind(input)
+  } catch {
+    return describeKind(input)
+  }
+}

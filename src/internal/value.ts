@@ -1,27 +1,38 @@
-import { KvError } from "../KvStore.js"
+import { describeKind } from "./describe.js"
 
-/**
- * A `KvError` (`InvalidArgument`) when `value`, given to `set` or returned by an
- * update function, is not a `Uint8Array` (a `Buffer` is one), else `undefined`.
- */
-export const invalidValue = (op: string, key: string, value: unknown): KvError | undefined =>
-  value instanceof Uint8Array ? undefined : new KvError({
-    reason: "InvalidArgument",
-    op,
-    key,
-    message: op === "update"
-      ? `Invalid value for update: the update function must return a Uint8Array, got ${describe(value)}`
-      : `Invalid value for ${op}: a value must be a Uint8Array, got ${describe(value)}`
-  })
+/** The largest value, in bytes (64 MiB), the same on every backend. */
+export const MAX_VALUE_BYTES = 64 * 1024 * 1024
 
-const describe = (value: unknown): string =>
-  value === null ? "null" : typeof value === "object" ? (value.constructor?.name ?? "object") : typeof value
+// The intrinsic getters, not the properties: a Proxy, an object made with
+// Uint8Array.prototype or an own `byteLength` cannot fool them, and they never throw.
+const typedArrayProto = Object.getPrototypeOf(Uint8Array.prototype) as object
+const getter = (name: PropertyKey) => Object.getOwnPropertyDescriptor(typedArrayProto, name)!.get!
+const typedArrayName = getter(Symbol.toStringTag) as (this: unknown) => string | undefined
+const byteLengthOf = getter("byteLength") as (this: Uint8Array) => number
+const bufferOf = getter("buffer") as (this: Uint8Array) => ArrayBufferLike
 
-/** A `KvError` (`InvalidArgument`) when `update` is given something other than a function. */
-export const invalidUpdateFunction = (key: string, f: unknown): KvError | undefined =>
-  typeof f === "function" ? undefined : new KvError({
-    reason: "InvalidArgument",
-    op: "update",
-    key,
-    message: `Invalid function for update: expected a function, got ${describe(f)}`
-  })
+/** A buffer whose memory was transferred away: any view of it throws. */
+const isDetached = (buffer: ArrayBufferLike): boolean => {
+  try {
+    new Uint8Array(buffer, 0, 0)
+    return false
+  } catch {
+    return true
+  }
+}
+
+/** Why `value` is not a storable value (never throws), or `undefined`. A `Buffer` is a `Uint8Array`. */
+export const valueProblem = (value: unknown): string | undefined => {
+  if (typedArrayName.call(value) !== "Uint8Array") {
+    return `a value must be a Uint8Array, got ${describeKind(value)}`
+  }
+  const size = byteLengthOf.call(value as Uint8Array)
+  if (size === 0 && isDetached(bufferOf.call(value as Uint8Array))) {
+    return "a value must not be a detached Uint8Array (its buffer was transferred)"
+  }
+  if (size > MAX_VALUE_BYTES) return `a value must be at most ${MAX_VALUE_BYTES} bytes (64 MiB), got ${size}`
+  return undefined
+}
+
+/** A fresh, plain `Uint8Array` with the bytes of `value` (also of a `Buffer` sharing a pool). */
+export const copyBytes = (value: Uint8Array): Uint8Array => new Uint8Array(value)
