@@ -27,6 +27,14 @@ const ok = (millis: number | undefined): Decoded => ({ millis })
 const refuse = (problem: string): Decoded => ({ problem })
 
 /**
+ * A finite input whose milliseconds overflow to `Infinity` (`10n ** 400n`,
+ * `"1e400 millis"` written out) is too large, not "never expires": only an
+ * infinite input means that.
+ */
+const finite = (millis: number, what: string): Decoded =>
+  millis === Infinity ? refuse(`${what} must be at most 10,000 years`) : ok(millis)
+
+/**
  * Milliseconds from the raw input, checked before anything is rounded or
  * clamped: Effect's `Duration.decode` turns negative and NaN inputs into zero
  * (for a TTL: "never expires") and throws on malformed ones, so it is used for
@@ -38,7 +46,7 @@ const rawMillis = (input: unknown, what: string): Decoded => {
     return input < 0 ? refuse(`${what} must not be negative, got ${input}`) : ok(input)
   }
   if (typeof input === "bigint") {
-    return input < 0n ? refuse(`${what} must not be negative, got ${input}n`) : ok(Number(input) / 1e6) // nanos
+    return input < 0n ? refuse(`${what} must not be negative, got ${input}n`) : finite(Number(input) / 1e6, what) // nanos
   }
   if (typeof input === "string") {
     const match = DURATION_STRING.exec(input)
@@ -47,7 +55,9 @@ const rawMillis = (input: unknown, what: string): Decoded => {
     }
     const amount = Number(match[1])
     if (amount < 0) return refuse(`${what} must not be negative, got ${JSON.stringify(input)}`)
-    return ok(amount * UNIT_MILLIS[match[2]!.replace(/s$/, "")]!)
+    const millis = amount * UNIT_MILLIS[match[2]!.replace(/s$/, "")]!
+    // "0.000…1 nanos" is positive even where the arithmetic underflows to zero
+    return millis === 0 && /[1-9]/.test(match[1]!) ? ok(MIN_TTL_MILLIS) : finite(millis, what)
   }
   if (Array.isArray(input)) {
     const [seconds, nanos] = input as Array<unknown>
@@ -58,10 +68,13 @@ const rawMillis = (input: unknown, what: string): Decoded => {
     if (seconds === -Infinity || nanos === -Infinity) return refuse(`${what} must not be negative`)
     if (seconds === Infinity || nanos === Infinity) return ok(Infinity)
     const millis = seconds * 1000 + nanos / 1e6
-    return millis < 0 ? refuse(`${what} must not be negative, got [${seconds}, ${nanos}]`) : ok(millis)
+    if (millis < 0) return refuse(`${what} must not be negative, got [${seconds}, ${nanos}]`)
+    // [0, 5e-324] is positive even where the arithmetic underflows to zero
+    if (millis === 0 && seconds >= 0 && nanos >= 0 && (seconds > 0 || nanos > 0)) return ok(MIN_TTL_MILLIS)
+    return finite(millis, what)
   }
   if (Duration.isDuration(input)) {
-    return Duration.isFinite(input) ? ok(Duration.toMillis(input)) : ok(Infinity)
+    return Duration.isFinite(input) ? finite(Duration.toMillis(input), what) : ok(Infinity)
   }
   return refuse(`${what} must be a Duration, number, bigint, [seconds, nanos] or string, got ${describeKind(input)}`)
 }
