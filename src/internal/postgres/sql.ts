@@ -2,8 +2,8 @@
  * The fixed SQL texts of `PostgresStore`, built once per layer from validated
  * identifiers. See `postgresStore.ts` for why each statement looks as it does.
  */
-import { KvError } from "../KvStore.js"
-import { keyHash } from "./hash.js"
+import { KvError } from "../../KvStore.js"
+import { keyHash } from "../hash.js"
 
 /**
  * Table and schema names: a lowercase letter or `_`, then lowercase letters,
@@ -54,20 +54,34 @@ export interface Statements {
   readonly createSchema: string
   /** Creates table and index if missing; run in one transaction, serialised by the advisory lock first */
   readonly createTable: ReadonlyArray<string>
-  /** $1 key → value */
+  /** $1 key → value (null when too large to read safely), size */
   readonly get: string
+  /** $1 key → one row when live */
+  readonly has: string
+  /** $1 key → ms (null: never expires); no row when missing */
+  readonly timeToLive: string
   /** $1 key_hash, $2 key, $3 value, $4 ttl ms or null; waits for an update of the key in flight */
   readonly set: string
+  /** like `set`, but writes only over a missing or expired entry → one row when written */
+  readonly setIfAbsent: string
+  /** $1 key_hash, $2 key, $3 by, $4 ttl ms or null → n; no row when the stored value is not a counter or the result unsafe */
+  readonly increment: string
   /** $1 key_hash, $2 key → free, deleted; deletes only when no update of the key is in flight (free) */
   readonly deleteIfFree: string
-  /** $1 key_hash: the key's lock, until the transaction ends */
-  readonly lockKey: string
   /** $1 key → deleted; inside a transaction holding the key's lock */
   readonly deleteLocked: string
-  /** $1 key → value, live; locks the row if there is one */
+  /** $1 key_hash, $2 key, $3 ttl ms or null → free, changed; only when no update of the key is in flight */
+  readonly expireIfFree: string
+  /** $1 key, $2 ttl ms or null → changed; inside a transaction holding the key's lock */
+  readonly expireLocked: string
+  /** $1 key_hash: the key's lock, until the transaction ends */
+  readonly lockKey: string
+  /** $1 key → value, size, live, expires_in (ms, null: never); locks the row if there is one */
   readonly readForUpdate: string
   /** $1 key_hash, $2 key, $3 value, $4 ttl ms or null; inside a transaction holding the key's lock */
   readonly upsert: string
+  /** $1 key_hash, $2 key, $3 value; keeps the entry's expiry; inside a transaction holding the key's lock */
+  readonly upsertKeepExpiry: string
   /** $1 prefix, $2 upper bound → key */
   readonly keysInRange: string
   /** $1 prefix → key */
@@ -82,8 +96,18 @@ export interface Statements {
   readonly beginAndLock: (hash: bigint) => string
 }
 
+/** The largest value read back (64 MiB): anything larger was not written by effect-kv and is refused, not read. */
+export const MAX_READ_BYTES = 64 * 1024 * 1024
+
 const live = (clock: string, alias = "") => `(${alias}expires_at IS NULL OR ${alias}expires_at > ${clock})`
-const expiry = "clock_timestamp() + $4::float8 * interval '1 millisecond'"
+const expiryOf = (param: string) => `clock_timestamp() + ${param}::float8 * interval '1 millisecond'`
+const expiry = expiryOf("$4")
+const millisLeft = (clock: string) => `(extract(epoch FROM (expires_at - ${clock})) * 1000)::float8`
+/** The stored text of a counter, when it is one: canonical decimal of at most 16 digits. */
+const counterText = (alias: string) =>
+  `CASE WHEN octet_length(${alias}.value) <= 17 AND encode(${alias}.value, 'escape') ~ '^(0|-?[1-9][0-9]{0,15})$' ` +
+  `THEN encode(${alias}.value, 'escape')::bigint END`
+const SAFE = "9007199254740991"
 
 export const makeStatements = (options: {
   readonly schema: string
@@ -97,10 +121,14 @@ export const makeStatements = (options: {
     : `${table.slice(0, 42)}_expires_${lockId("index", schema, table).replace("-", "n").slice(0, 12)}`
   const upsertTail = `ON CONFLICT (key) DO UPDATE SET key_hash = excluded.key_hash, value = excluded.value, ` +
     `expires_at = excluded.expires_at, updated_at = excluded.updated_at`
+  const lockFirst = `WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock($1::bigint))`
   const sweepLock = lockId("sweep", schema, table)
   const expiredIds = (gate: string) =>
     `ARRAY(SELECT ctid FROM ${t} WHERE ${gate}expires_at IS NOT NULL AND expires_at <= now() ` +
     `LIMIT $1 FOR UPDATE SKIP LOCKED)`
+  const safeValue = `CASE WHEN octet_length(value) <= ${MAX_READ_BYTES} THEN value END AS value, octet_length(value) AS size`
+  const current = counterText("cur")
+  const liveCur = live("clock_timestamp()", "cur.")
   return {
     qualifiedTable: t,
     quotedSchema: quote(schema),
@@ -116,19 +144,49 @@ export const makeStatements = (options: {
       `updated_at TIMESTAMPTZ NOT NULL DEFAULT now())`,
       `CREATE INDEX IF NOT EXISTS ${quote(indexName)} ON ${t} (expires_at) WHERE expires_at IS NOT NULL`
     ],
-    get: `SELECT value FROM ${t} WHERE key = $1 AND ${live("now()")}`,
-    set: `WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock($1::bigint)) ` +
-      `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
+    get: `SELECT ${safeValue} FROM ${t} WHERE key = $1 AND ${live("now()")}`,
+    has: `SELECT 1 AS present FROM ${t} WHERE key = $1 AND ${live("now()")}`,
+    timeToLive: `SELECT CASE WHEN expires_at IS NULL THEN NULL ELSE ${millisLeft("now()")} END AS ms ` +
+      `FROM ${t} WHERE key = $1 AND ${live("now()")}`,
+    set: `${lockFirst} INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
       `SELECT $1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp() FROM l ${upsertTail}`,
+    setIfAbsent: `${lockFirst} INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
+      `SELECT $1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp() FROM l ${upsertTail} ` +
+      `WHERE NOT ${liveCur} RETURNING 1 AS written`,
+    // ON CONFLICT sees the latest committed row even though the statement's snapshot predates
+    // the lock wait. The WHERE refuses a live non-counter or an unsafe result: no row comes back.
+    increment: `${lockFirst} INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
+      `SELECT $1::bigint, $2::text, convert_to($3::bigint::text, 'UTF8'), ${expiry}, clock_timestamp() FROM l ` +
+      `ON CONFLICT (key) DO UPDATE SET key_hash = excluded.key_hash, ` +
+      `value = CASE WHEN ${liveCur} ` +
+      `THEN convert_to((${current} + $3::bigint)::text, 'UTF8') ELSE excluded.value END, ` +
+      `expires_at = CASE WHEN ${liveCur} THEN cur.expires_at ELSE excluded.expires_at END, ` +
+      `updated_at = excluded.updated_at ` +
+      `WHERE CASE WHEN NOT ${liveCur} THEN true ` +
+      `WHEN ${current} IS NULL THEN false ` +
+      `ELSE abs(${current}) <= ${SAFE} AND abs(${current} + $3::bigint) <= ${SAFE} END ` +
+      `RETURNING encode(value, 'escape') AS n`,
     deleteIfFree: `WITH l AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::bigint) AS free), ` +
       `d AS (DELETE FROM ${t} t USING l WHERE l.free AND t.key = $2 AND ${live("now()", "t.")} RETURNING 1) ` +
       `SELECT l.free AS free, (SELECT count(*) FROM d)::int AS deleted FROM l`,
-    lockKey: `SELECT pg_advisory_xact_lock($1::bigint)`,
     deleteLocked: `WITH d AS (DELETE FROM ${t} WHERE key = $1 AND ${live("clock_timestamp()")} RETURNING 1) ` +
       `SELECT count(*)::int AS deleted FROM d`,
-    readForUpdate: `SELECT value, ${live("clock_timestamp()")} AS live FROM ${t} WHERE key = $1 FOR UPDATE`,
+    expireIfFree: `WITH l AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::bigint) AS free), ` +
+      `u AS (UPDATE ${t} t SET expires_at = ${expiryOf("$3")}, updated_at = clock_timestamp() FROM l ` +
+      `WHERE l.free AND t.key = $2 AND ${live("now()", "t.")} RETURNING 1) ` +
+      `SELECT l.free AS free, (SELECT count(*) FROM u)::int AS changed FROM l`,
+    expireLocked: `WITH u AS (UPDATE ${t} SET expires_at = ${expiryOf("$2")}, updated_at = clock_timestamp() ` +
+      `WHERE key = $1 AND ${live("clock_timestamp()")} RETURNING 1) SELECT count(*)::int AS changed FROM u`,
+    lockKey: `SELECT pg_advisory_xact_lock($1::bigint)`,
+    readForUpdate: `SELECT ${safeValue}, ${live("clock_timestamp()")} AS live, ` +
+      `CASE WHEN expires_at IS NULL THEN NULL ELSE ${millisLeft("clock_timestamp()")} END AS expires_in ` +
+      `FROM ${t} WHERE key = $1 FOR UPDATE`,
     upsert: `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
       `VALUES ($1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp()) ${upsertTail}`,
+    upsertKeepExpiry: `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
+      `VALUES ($1::bigint, $2::text, $3::bytea, NULL, clock_timestamp()) ` +
+      `ON CONFLICT (key) DO UPDATE SET key_hash = excluded.key_hash, value = excluded.value, ` +
+      `updated_at = excluded.updated_at`,
     keysInRange: `SELECT key FROM ${t} WHERE key >= $1::text COLLATE "C" AND key < $2::text COLLATE "C" ` +
       `AND ${live("now()")} ORDER BY key COLLATE "C"`,
     keysFrom: `SELECT key FROM ${t} WHERE key >= $1::text COLLATE "C" AND ${live("now()")} ORDER BY key COLLATE "C"`,
