@@ -11,7 +11,7 @@ import * as TestClock from "effect/TestClock"
 import * as TestServices from "effect/TestServices"
 import * as KvStore from "../src/KvStore.js"
 import * as MemoryStore from "../src/MemoryStore.js"
-import { conformance } from "./conformance.js"
+import { conformance } from "effect-kv/conformance"
 
 conformance("MemoryStore", MemoryStore.layer())
 
