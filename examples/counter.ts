@@ -1,9 +1,10 @@
 /**
- * An atomic counter on `KvStore.update`.
+ * Atomic counters: `KvStore.increment` for plain counting, `KvStore.update`
+ * where a counter needs a rule of its own.
  *
  * Shows: many concurrent increments of one (initially missing) key end with the
- * exact total, because `update` runs its function while no other writer can
- * change the key; and an update function that fails with its own typed error
+ * exact total (`increment` is one atomic step on every backend: one statement
+ * on PostgreSQL); and an update function that fails with its own typed error
  * (`CounterLimitExceeded`) writes nothing: the error comes out of `update`
  * unchanged and the stored value stays as it was.
  *
@@ -36,14 +37,14 @@ export class CounterCorrupted extends Data.TaggedError("CounterCorrupted")<{ rea
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
 
-// Decimal ASCII rather than a binary integer: readable in `psql` and in a debugger.
+// The text `increment` itself stores: decimal ASCII, readable in `psql` and in a debugger.
 /** The bytes stored for `count`. */
 export const encodeCount = (count: number): Uint8Array => encoder.encode(String(count))
 
 /** The count stored in `bytes`, or `CounterCorrupted`. */
 export const decodeCount = (key: string, bytes: Uint8Array): Effect.Effect<number, CounterCorrupted> => {
   const text = decoder.decode(bytes)
-  return /^-?\d{1,16}$/.test(text) && Number.isSafeInteger(Number(text))
+  return /^(0|-?[1-9]\d{0,15})$/.test(text) && Number.isSafeInteger(Number(text))
     ? Effect.succeed(Number(text))
     : Effect.fail(new CounterCorrupted({ key }))
 }
@@ -55,29 +56,21 @@ export const read = (key: string): Effect.Effect<number, CounterCorrupted | KvSt
     Effect.catchTag("NotFound", () => Effect.succeed(0))
   )
 
-const add = <E>(
-  key: string,
-  by: number,
-  check: (count: number) => Effect.Effect<void, E>,
-  ttl: Duration.DurationInput | undefined
-): Effect.Effect<number, E | CounterCorrupted | KvStore.KvError, KvStore.KvStore> =>
-  KvStore.update(
-    key,
-    (current) =>
-      Effect.gen(function*() {
-        const count = Option.isSome(current) ? yield* decodeCount(key, current.value) : 0
-        yield* check(count)
-        return encodeCount(count + by)
-      }),
-    ttl
-  ).pipe(Effect.flatMap((written) => decodeCount(key, written)))
-
-/** Adds `by` (a whole number, default 1) to the counter at `key` atomically and succeeds with the new count. */
+/**
+ * Adds `by` (default 1) to the counter at `key` atomically and succeeds with
+ * the new count; bytes that are not a counter are refused by the store, and
+ * reported here as `CounterCorrupted`.
+ */
 export const increment = (
   key: string,
   options: { readonly by?: number; readonly ttl?: Duration.DurationInput } = {}
 ): Effect.Effect<number, CounterCorrupted | KvStore.KvError, KvStore.KvStore> =>
-  add(key, options.by ?? 1, () => Effect.void, options.ttl)
+  KvStore.increment(key, options).pipe(
+    Effect.catchIf(
+      (error) => error.reason === "InvalidArgument" && error.message.includes("not an integer"),
+      () => Effect.fail(new CounterCorrupted({ key }))
+    )
+  )
 
 /**
  * Like `increment`, but an increment that would take the counter above `max`
@@ -90,12 +83,16 @@ export const incrementUpTo = (
   options: { readonly by?: number; readonly ttl?: Duration.DurationInput } = {}
 ): Effect.Effect<number, CounterLimitExceeded | CounterCorrupted | KvStore.KvError, KvStore.KvStore> => {
   const by = options.by ?? 1
-  return add(
+  return KvStore.update(
     key,
-    by,
-    (count) => count + by > max ? Effect.fail(new CounterLimitExceeded({ key, current: count, max })) : Effect.void,
+    (current) =>
+      Effect.gen(function*() {
+        const count = Option.isSome(current) ? yield* decodeCount(key, current.value) : 0
+        if (count + by > max) return yield* new CounterLimitExceeded({ key, current: count, max })
+        return encodeCount(count + by)
+      }),
     options.ttl
-  )
+  ).pipe(Effect.flatMap((written) => decodeCount(key, written)))
 }
 
 /** What the counter program observed. */

@@ -1,14 +1,15 @@
 /**
- * A fixed-window rate limiter on `KvStore.update` + TTL.
+ * A fixed-window rate limiter on `KvStore.increment`.
  *
- * Each client gets one counter key per window (`<prefix><client>:<window start>`),
- * written with the window's length as TTL so old windows expire by themselves.
- * A request is allowed when the atomic increment stays within the limit; the
- * update function refuses with `RateLimited` otherwise, which writes nothing.
+ * Each client gets one counter key per window (`<prefix><client>:<window start>`).
+ * Every request increments it — one atomic step, one statement on PostgreSQL —
+ * with the window's length as the TTL, which applies only when the increment
+ * creates the key, so old windows expire by themselves. A request is allowed
+ * when its increment returns at most the limit.
  *
- * Shows: 20 concurrent requests with a limit of 10 get exactly 10 allowed (the
- * counter never goes past the limit, whatever the interleaving), another client
- * is not affected, and the next window starts from zero again.
+ * Shows: 20 concurrent requests with a limit of 10 get exactly 10 allowed
+ * (whatever the interleaving, also across app instances sharing a database),
+ * another client is not affected, and the next window starts from zero again.
  *
  * The program needs only `KvStore`; the backend is chosen by whoever runs it.
  */
@@ -16,9 +17,8 @@ import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
 import { KvStore } from "effect-kv"
-import { type CounterCorrupted, decodeCount, encodeCount } from "./counter.js"
+import { type CounterCorrupted, increment } from "./counter.js"
 
 /** The client has used up the current window. */
 export class RateLimited extends Data.TaggedError("RateLimited")<{
@@ -62,25 +62,16 @@ export const makeRateLimiter = (options: {
       const now = yield* Clock.currentTimeMillis
       const windowStart = now - (now % windowMillis)
       const key = `${options.prefix}${client}:${windowStart}`
-      const written = yield* KvStore.update(
-        key,
-        (current) =>
-          Effect.gen(function*() {
-            const count = Option.isSome(current) ? yield* decodeCount(key, current.value) : 0
-            if (count >= options.limit) {
-              return yield* new RateLimited({
-                client,
-                limit: options.limit,
-                retryAfter: Duration.millis(windowStart + windowMillis - now)
-              })
-            }
-            return encodeCount(count + 1)
-          }),
-        // The whole window length, not the time left in it: the key is per window
-        // anyway, and a TTL that rounds down to 0 would mean "never expires".
-        options.window
-      )
-      const count = yield* decodeCount(key, written)
+      // The whole window length, not the time left in it: the key is per window
+      // anyway, and the TTL only applies to the request that creates the key.
+      const count = yield* increment(key, { ttl: options.window })
+      if (count > options.limit) {
+        return yield* new RateLimited({
+          client,
+          limit: options.limit,
+          retryAfter: Duration.millis(windowStart + windowMillis - now)
+        })
+      }
       return options.limit - count
     })
 
