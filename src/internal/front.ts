@@ -39,6 +39,15 @@ class Refusal {
 
 const KEEP: Write = { _tag: "Keep" }
 
+/** `Effect.isEffect` that never throws (it probes the value with `in`, which a Proxy can make throw). */
+const isEffect = (value: unknown): boolean => {
+  try {
+    return Effect.isEffect(value)
+  } catch {
+    return false
+  }
+}
+
 const decodeOptions = (
   options: MakeOptions | undefined
 ): Effect.Effect<{ readonly redactKeys: boolean; readonly interval: Duration.Duration | undefined }, KvError> => {
@@ -262,17 +271,18 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
         let result: unknown
         try {
           result = f(Option.isSome(current) ? Option.some(copyBytes(current.value.value)) : Option.none())
-          if (!Effect.isEffect(result)) {
-            return Effect.fail(
-              new Refusal(invalid(
-                "update",
-                key,
-                `Invalid function for update: it must return an Effect, got ${describeKind(result)}`
-              ))
-            )
-          }
         } catch (thrown) {
           return Effect.fail(new FunctionFailure(Cause.die(thrown)))
+        }
+        // apart from the call: a returned Proxy whose `has` trap throws is a non-Effect, not the function's defect
+        if (!isEffect(result)) {
+          return Effect.fail(
+            new Refusal(invalid(
+              "update",
+              key,
+              `Invalid function for update: it must return an Effect, got ${describeKind(result)}`
+            ))
+          )
         }
         return Effect.matchCauseEffect(result as Effect.Effect<unknown, E, R>, {
           onFailure: (cause) => Effect.fail(new FunctionFailure(cause)),
@@ -331,7 +341,9 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
       let by: unknown
       let ttl: unknown
       try {
-        by = options?.by ?? 1
+        by = options?.by
+        // only a missing `by` defaults: null is as wrong as any other non-number, like a null TTL
+        if (by === undefined) by = 1
         ttl = options?.ttl
       } catch {
         return Effect.fail(invalid("increment", key, "Invalid options for increment: they could not be read"))
