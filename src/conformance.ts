@@ -36,6 +36,7 @@ import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as TestClock from "effect/TestClock"
 import * as Data from "effect/Data"
+import * as Either from "effect/Either"
 import { randomUUID } from "node:crypto"
 import * as KvStore from "./KvStore.js"
 
@@ -90,6 +91,260 @@ const keyOfBytes = (prefix: string, size: number): string => {
 const counter = (current: Option.Option<Uint8Array>): number =>
   Option.match(current, { onNone: () => 0, onSome: (value) => Number(text(value)) })
 
+// ---------------------------------------------------------------------------
+// Hostile arguments
+// ---------------------------------------------------------------------------
+
+/**
+ * One call of the hostile-arguments matrix: its name starts with the
+ * operation it calls (`"set: …"`), which is the `op` the refusal must name.
+ * `call` only calls the method, so a method that throws makes `call` throw.
+ *
+ * @since 0.2.0
+ * @category hostile arguments
+ */
+export type HostileCase = readonly [name: string, call: (store: KvStore.KvStore.Service) => Effect.Effect<unknown, unknown>]
+
+/** What plain JavaScript can pass where a typed argument belongs. */
+const loose = <A>(value: unknown): A => value as A
+
+const throwing = (): never => {
+  throw new Error("effect-kv conformance: a hostile argument was touched")
+}
+
+/** A Proxy whose every trap throws: even `in`, `typeof`-free reads and `Array.isArray` callers get an error. */
+const throwingProxy = (target: object = {}): object =>
+  new Proxy(target, {
+    get: throwing,
+    has: throwing,
+    set: throwing,
+    ownKeys: throwing,
+    getOwnPropertyDescriptor: throwing,
+    getPrototypeOf: throwing,
+    defineProperty: throwing,
+    apply: throwing,
+    construct: throwing
+  })
+
+/**
+ * The hostile-arguments matrix: calls from plain JavaScript with arguments of
+ * the wrong kind, each of which must fail with `KvError` (`InvalidArgument`,
+ * the operation in the case's name as `op`) — never throw, never die, never
+ * succeed — and write nothing under `prefix`. Fresh arguments on every call
+ * (some cases detach an array). The same bad call must give the same `reason`,
+ * `op` and `key` on every backend: compare runs with `hostileOutcomes`.
+ *
+ * @since 0.2.0
+ * @category hostile arguments
+ */
+export const hostileCases = (prefix: string): ReadonlyArray<HostileCase> => {
+  const key = prefix + "k"
+  const value = new Uint8Array([1, 2, 3])
+  const cases: Array<HostileCase> = []
+  const add = (name: string, call: HostileCase[1]) => cases.push([name, call])
+
+  const detached = (): Uint8Array => {
+    const array = new Uint8Array([1, 2, 3])
+    structuredClone(array.buffer, { transfer: [array.buffer] })
+    return array
+  }
+  const badKeys: ReadonlyArray<readonly [string, unknown]> = [
+    ["Object.create(null)", Object.create(null)],
+    ["an object with a throwing toString", { toString: throwing, valueOf: throwing }],
+    ["a Proxy whose traps throw", throwingProxy()],
+    ["a number", 42],
+    ["null", null],
+    ["undefined", undefined],
+    ["a Symbol", Symbol("k")]
+  ]
+  for (const [label, bad] of badKeys) {
+    const k = loose<string>(bad)
+    add(`get: key is ${label}`, (store) => store.get(k))
+    add(`getOption: key is ${label}`, (store) => store.getOption(k))
+    add(`has: key is ${label}`, (store) => store.has(k))
+    add(`set: key is ${label}`, (store) => store.set(k, value))
+    add(`setIfAbsent: key is ${label}`, (store) => store.setIfAbsent(k, value))
+    add(`delete: key is ${label}`, (store) => store.delete(k))
+    add(`update: key is ${label}`, (store) => store.update(k, () => Effect.succeed(value)))
+    add(`increment: key is ${label}`, (store) => store.increment(k))
+    add(`timeToLive: key is ${label}`, (store) => store.timeToLive(k))
+    add(`expire: key is ${label}`, (store) => store.expire(k, 1000))
+    add(`keys: prefix is ${label}`, (store) => store.keys(k))
+  }
+
+  const badValues: ReadonlyArray<readonly [string, () => unknown]> = [
+    ["a detached Uint8Array", detached],
+    ["a Proxy of a Uint8Array", () => new Proxy(new Uint8Array([1, 2, 3]), {})],
+    ["Object.create(Uint8Array.prototype)", () => Object.create(Uint8Array.prototype)],
+    ["an array", () => [1, 2, 3]],
+    ["a string", () => "abc"],
+    ["a Proxy whose traps throw", () => throwingProxy(new Uint8Array([1]))]
+  ]
+  for (const [label, make] of badValues) {
+    const v = loose<Uint8Array>(make())
+    add(`set: value is ${label}`, (store) => store.set(key, v))
+    add(`setIfAbsent: value is ${label}`, (store) => store.setIfAbsent(key, v))
+    const w = loose<Uint8Array>(make())
+    add(`update: the function returns ${label}`, (store) => store.update(key, () => Effect.succeed(w)))
+  }
+
+  const notFunctions: ReadonlyArray<readonly [string, unknown]> = [
+    ["a number", 42],
+    ["a string", "f"],
+    ["null", null],
+    ["undefined", undefined],
+    ["an object", {}]
+  ]
+  for (const [label, f] of notFunctions) {
+    add(`update: the function is ${label}`, (store) => store.update(key, loose(f)))
+  }
+  const notEffects: ReadonlyArray<readonly [string, () => unknown]> = [
+    ["a plain Uint8Array", () => new Uint8Array([1])],
+    ["a Promise", () => Promise.resolve(new Uint8Array([1]))],
+    ["undefined", () => undefined],
+    ["a Proxy whose traps throw", () => throwingProxy()]
+  ]
+  for (const [label, make] of notEffects) {
+    add(`update: the function returns ${label}, not an Effect`, (store) => store.update(key, loose(make)))
+  }
+
+  const badTtls: ReadonlyArray<readonly [string, () => unknown]> = [
+    ["a Proxy whose traps throw", () => throwingProxy()],
+    ["a Proxy of an array whose traps throw", () => throwingProxy([1, 2])],
+    ["{}", () => ({})],
+    ["-1", () => -1]
+  ]
+  for (const [label, make] of badTtls) {
+    const ttl = loose<Duration.DurationInput>(make())
+    add(`set: TTL is ${label}`, (store) => store.set(key, value, ttl))
+    add(`setIfAbsent: TTL is ${label}`, (store) => store.setIfAbsent(key, value, ttl))
+    add(`update: TTL is ${label}`, (store) => store.update(key, () => Effect.succeed(value), ttl))
+    add(`increment: TTL is ${label}`, (store) => store.increment(key, { ttl }))
+    add(`expire: TTL is ${label}`, (store) => store.expire(key, ttl))
+  }
+
+  const badBys: ReadonlyArray<readonly [string, unknown]> = [
+    ["1.5", 1.5],
+    ["NaN", NaN],
+    ["Infinity", Infinity],
+    ["the string \"1\"", "1"],
+    ["2 ** 53", 2 ** 53],
+    ["a bigint", 1n]
+  ]
+  for (const [label, by] of badBys) {
+    add(`increment: by is ${label}`, (store) => store.increment(key, { by: loose(by) }))
+  }
+  add("increment: options are a Proxy whose traps throw", (store) => store.increment(key, loose(throwingProxy())))
+  add("increment: options with a throwing getter", (store) =>
+    store.increment(key, loose(Object.defineProperty({}, "by", { get: throwing, enumerable: true }))))
+
+  // two bad arguments: the first in the fixed order (key, value or function, TTL) is the one named
+  add("set: a string value and a negative TTL", (store) => store.set(key, loose("not bytes"), -1))
+  add("update: a number as the function and a negative TTL", (store) => store.update(key, loose(42), -1))
+  return cases
+}
+
+/**
+ * How a backend refused a hostile case, comparable across backends: the
+ * case's prefix appears as `<prefix>` in `key` and `message`.
+ *
+ * @since 0.2.0
+ * @category hostile arguments
+ */
+export interface HostileOutcome {
+  readonly op: string
+  readonly reason: string
+  readonly key: string | undefined
+  readonly message: string
+}
+
+/** What the suite saw, by backend name, then by case name. */
+const outcomesByBackend = new Map<string, Map<string, HostileOutcome>>()
+
+/**
+ * The outcomes the suite recorded for `backend` (the name given to
+ * `conformance`) in this test file, by case name; empty before its hostile
+ * tests ran.
+ *
+ * @since 0.2.0
+ * @category hostile arguments
+ */
+export const hostileOutcomes = (backend: string): ReadonlyMap<string, HostileOutcome> =>
+  outcomesByBackend.get(backend) ?? new Map()
+
+/**
+ * Where two backends' recorded outcomes disagree on `reason`, `op` or `key`
+ * (the contract's promise; messages may differ), one line per case; cases
+ * only one of them ran are listed too.
+ *
+ * @since 0.2.0
+ * @category hostile arguments
+ */
+export const hostileDifferences = (a: string, b: string): ReadonlyArray<string> => {
+  const left = hostileOutcomes(a)
+  const right = hostileOutcomes(b)
+  const differences: Array<string> = []
+  for (const name of new Set([...left.keys(), ...right.keys()])) {
+    const x = left.get(name)
+    const y = right.get(name)
+    if (x === undefined || y === undefined) {
+      differences.push(`${name}: only ${x === undefined ? b : a} ran it`)
+    } else if (x.reason !== y.reason || x.op !== y.op || x.key !== y.key) {
+      differences.push(`${name}: ${a} ${JSON.stringify(x)} vs ${b} ${JSON.stringify(y)}`)
+    }
+  }
+  return differences
+}
+
+const describeThrown = (thrown: unknown): string => {
+  try {
+    return thrown instanceof Error ? thrown.message : String(thrown)
+  } catch {
+    return typeof thrown
+  }
+}
+
+/**
+ * Runs one case against `store` (built with the same `prefix`): its outcome,
+ * or, as the failure, what broke the contract (a synchronous throw, a
+ * success, a defect, another error).
+ *
+ * @since 0.2.0
+ * @category hostile arguments
+ */
+export const runHostileCase = (
+  store: KvStore.KvStore.Service,
+  prefix: string,
+  [name, call]: HostileCase
+): Effect.Effect<HostileOutcome, string> =>
+  Effect.suspend(() => {
+    let effect: unknown
+    try {
+      effect = call(store)
+    } catch (thrown) {
+      return Effect.fail(`${name}: the method threw synchronously: ${describeThrown(thrown)}`)
+    }
+    if (!Effect.isEffect(effect)) return Effect.fail(`${name}: the method did not return an Effect`)
+    return Effect.flatMap(Effect.exit(effect as Effect.Effect<unknown, unknown>), (exit) => {
+      if (Exit.isSuccess(exit)) return Effect.fail(`${name}: succeeded instead of failing with InvalidArgument`)
+      const failure = Cause.failureOption(exit.cause)
+      if (Option.isNone(failure)) {
+        return Effect.fail(`${name}: not a typed failure but ${Cause.pretty(exit.cause)}`)
+      }
+      const error = failure.value
+      if (!(error instanceof KvStore.KvError)) {
+        return Effect.fail(`${name}: failed with ${describeThrown(error)}, not a KvError`)
+      }
+      const relative = (s: string) => s.split(prefix).join("<prefix>")
+      return Effect.succeed({
+        op: error.op,
+        reason: error.reason,
+        key: error.key === undefined ? undefined : relative(error.key),
+        message: relative(error.message)
+      })
+    })
+  })
+
 /**
  * @since 0.2.0
  * @category models
@@ -133,6 +388,23 @@ export const conformance = (
 
   const TTL = Duration.millis(300)
   const PAST_TTL = Duration.millis(400)
+
+  /** Fails the test unless `effect` fails with `KvError` (`InvalidArgument`, `op`): not a success, not a defect. */
+  const refused = <A, E, R>(op: string, effect: Effect.Effect<A, E, R>, what = op): Effect.Effect<KvStore.KvError, never, R> =>
+    Effect.map(Effect.exit(effect), (exit) => {
+      if (Exit.isSuccess(exit)) assert.fail(`${what} succeeded; expected a KvError (InvalidArgument)`)
+      const failure = Cause.failureOption(exit.cause)
+      if (Option.isNone(failure)) assert.fail(`${what}: not a typed failure: ${Cause.pretty(exit.cause)}`)
+      assertKvError(failure.value, op)
+      return failure.value as KvStore.KvError
+    })
+
+  /** The time `key` has left in milliseconds (`"permanent"`), or `"missing"`. */
+  const timeLeft = (key: string): Effect.Effect<number | "permanent" | "missing", KvStore.KvError, KvStore.KvStore> =>
+    KvStore.timeToLive(key).pipe(
+      Effect.map(Option.match({ onNone: () => "permanent" as const, onSome: Duration.toMillis })),
+      Effect.catchTag("NotFound", () => Effect.succeed("missing" as const))
+    )
 
   layer(store)(`${name} conformance`, (it) => {
     describe("get and set", () => {
@@ -763,7 +1035,12 @@ export const conformance = (
           const attempts: ReadonlyArray<readonly [string, Effect.Effect<unknown, KvStore.KvError, KvStore.KvStore>]> = [
             ["set", KvStore.set(key, bytes("inner"))],
             ["delete", KvStore.delete(key)],
-            ["update", KvStore.update(key, () => Effect.succeed(bytes("inner")))]
+            ["update", KvStore.update(key, () => Effect.succeed(bytes("inner")))],
+            ["increment", KvStore.increment(key)],
+            ["setIfAbsent", KvStore.setIfAbsent(key, bytes("inner"))],
+            ["expire", KvStore.expire(key, TTL)],
+            // a fiber forked and joined inside the function is inside the update too
+            ["set", Effect.flatMap(Effect.fork(KvStore.set(key, bytes("inner"))), Fiber.join)]
           ]
           for (const [op, inner] of attempts) {
             const error = yield* within(
@@ -777,6 +1054,458 @@ export const conformance = (
           // reading the key inside its own update is fine
           const result = yield* KvStore.update(key, () => Effect.map(KvStore.get(key), (v) => bytes(text(v) + "!")))
           assert.strictEqual(text(result), "old!")
+        }))
+    })
+
+    describe("forked fibers and the same-key guard", () => {
+      const forks = [["fork", Effect.fork], ["forkDaemon", Effect.forkDaemon]] as const
+      const writes = ["set", "update", "delete", "increment"] as const
+      for (const [forkName, fork] of forks) {
+        for (const op of writes) {
+          it.effect(`a fiber forked (${forkName}) inside update(A) may ${op} A once the update has ended`, () =>
+            Effect.gen(function*() {
+              const key = freshPrefix() + "A"
+              yield* KvStore.set(key, bytes("0"))
+              const updateReturned = yield* Deferred.make<void>()
+              const write: Effect.Effect<unknown, KvStore.KvError, KvStore.KvStore> = op === "set"
+                ? KvStore.set(key, bytes("from the fork"))
+                : op === "update"
+                ? KvStore.update(key, (current) => Effect.succeed(bytes(`${text(Option.getOrThrow(current))}+fork`)))
+                : op === "delete"
+                ? KvStore.delete(key)
+                : KvStore.increment(key)
+              const forked = yield* Deferred.make<Fiber.RuntimeFiber<unknown, KvStore.KvError>>()
+              yield* KvStore.update(key, () =>
+                Effect.gen(function*() {
+                  const fiber = yield* fork(Effect.zipRight(Deferred.await(updateReturned), write))
+                  yield* Deferred.succeed(forked, fiber)
+                  return bytes("1")
+                }))
+              yield* Deferred.succeed(updateReturned, undefined)
+              const fiber = yield* Deferred.await(forked)
+              const exit = yield* within(5_000, `${op} from the forked fiber (waiting on an ended update?)`, Fiber.await(fiber))
+              assert.isTrue(
+                Exit.isSuccess(exit),
+                `the forked fiber's ${op} failed: ${Exit.isFailure(exit) ? Cause.pretty(exit.cause) : ""}`
+              )
+              const result = (exit as Exit.Success<unknown, never>).value
+              switch (op) {
+                case "set":
+                  assert.strictEqual(yield* read(key), "from the fork")
+                  break
+                case "update":
+                  assert.strictEqual(yield* read(key), "1+fork")
+                  break
+                case "delete":
+                  assert.isTrue(result, "delete saw no live entry")
+                  assert.strictEqual(yield* read(key), undefined)
+                  break
+                case "increment":
+                  assert.strictEqual(result, 2)
+                  assert.strictEqual(yield* read(key), "2")
+              }
+              // and the key is free for everyone afterwards
+              yield* within(5_000, "update after the fork's write", KvStore.update(key, () => Effect.succeed(bytes("last"))))
+              assert.strictEqual(yield* read(key), "last")
+            }))
+        }
+      }
+    })
+
+    describe("getOption and has", () => {
+      it.effect("getOption: some with a copy of the live value, none when missing or expired", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          yield* KvStore.set(prefix + "live", bytes("v"))
+          const found = yield* KvStore.getOption(prefix + "live")
+          assert.isTrue(Option.isSome(found))
+          assert.strictEqual(text(Option.getOrThrow(found)), "v")
+          Option.getOrThrow(found).fill(0)
+          assert.strictEqual(yield* read(prefix + "live"), "v", "mutating what getOption returned changed the entry")
+          yield* KvStore.set(prefix + "empty", new Uint8Array(0))
+          assert.strictEqual(Option.getOrThrow(yield* KvStore.getOption(prefix + "empty")).length, 0)
+          assert.isTrue(Option.isNone(yield* KvStore.getOption(prefix + "missing")))
+          yield* KvStore.set(prefix + "expiring", bytes("v"), TTL)
+          assert.isTrue(Option.isSome(yield* KvStore.getOption(prefix + "expiring")))
+          yield* advance(PAST_TTL)
+          assert.isTrue(Option.isNone(yield* KvStore.getOption(prefix + "expiring")))
+        }))
+
+      it.effect("has: true for a live entry (also an empty one), false when missing or expired", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          yield* KvStore.set(prefix + "live", bytes("v"))
+          yield* KvStore.set(prefix + "empty", new Uint8Array(0))
+          yield* KvStore.set(prefix + "expiring", bytes("v"), TTL)
+          assert.isTrue(yield* KvStore.has(prefix + "live"))
+          assert.isTrue(yield* KvStore.has(prefix + "empty"))
+          assert.isTrue(yield* KvStore.has(prefix + "expiring"))
+          assert.isFalse(yield* KvStore.has(prefix + "missing"))
+          yield* advance(PAST_TTL)
+          assert.isFalse(yield* KvStore.has(prefix + "expiring"))
+          assert.isTrue(yield* KvStore.has(prefix + "live"))
+          yield* KvStore.delete(prefix + "live")
+          assert.isFalse(yield* KvStore.has(prefix + "live"))
+        }))
+    })
+
+    describe("setIfAbsent", () => {
+      it.effect("writes once; on a live key it writes nothing and keeps the old expiry", () =>
+        Effect.gen(function*() {
+          const key = freshPrefix() + "k"
+          assert.isTrue(yield* KvStore.setIfAbsent(key, bytes("first"), TTL))
+          assert.strictEqual(yield* read(key), "first")
+          assert.isFalse(yield* KvStore.setIfAbsent(key, bytes("second")))
+          assert.isFalse(yield* KvStore.setIfAbsent(key, bytes("third"), "1 hour"))
+          assert.strictEqual(yield* read(key), "first")
+          const left = yield* timeLeft(key)
+          assert.isTrue(typeof left === "number" && left <= 300, `the expiry changed: ${left}`)
+          yield* advance(PAST_TTL)
+          assert.strictEqual(yield* read(key), undefined, "a refused setIfAbsent changed the expiry")
+        }))
+
+      it.effect("writes over an expired key, with its own expiry", () =>
+        Effect.gen(function*() {
+          const key = freshPrefix() + "k"
+          yield* KvStore.set(key, bytes("old"), TTL)
+          yield* advance(PAST_TTL)
+          assert.isTrue(yield* KvStore.setIfAbsent(key, bytes("new")))
+          assert.strictEqual(yield* read(key), "new")
+          assert.strictEqual(yield* timeLeft(key), "permanent")
+          yield* KvStore.delete(key)
+          assert.isTrue(yield* KvStore.setIfAbsent(key, bytes("again")), "after delete")
+          assert.strictEqual(yield* read(key), "again")
+        }))
+
+      it.effect("of 50 concurrent calls on one missing key, exactly one writes", () =>
+        Effect.gen(function*() {
+          const key = freshPrefix() + "k"
+          const results = yield* Effect.all(
+            Array.from({ length: 50 }, (_, i) => Effect.map(KvStore.setIfAbsent(key, bytes(`writer ${i}`)), (won) => [i, won] as const)),
+            { concurrency: "unbounded" }
+          )
+          const winners = results.filter(([, won]) => won)
+          assert.strictEqual(winners.length, 1, `${winners.length} calls returned true`)
+          assert.strictEqual(yield* read(key), `writer ${winners[0]![0]}`, "the stored value is not the winner's")
+        }))
+    })
+
+    describe("increment", () => {
+      it.effect("counts from 0 on a missing key: by defaults to 1, may be 0 or negative", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          assert.strictEqual(yield* KvStore.increment(prefix + "a"), 1)
+          assert.strictEqual(yield* KvStore.increment(prefix + "a"), 2)
+          assert.strictEqual(yield* KvStore.increment(prefix + "b", { by: 5 }), 5)
+          assert.strictEqual(yield* KvStore.increment(prefix + "c", { by: -3 }), -3)
+          assert.strictEqual(yield* read(prefix + "c"), "-3")
+          assert.strictEqual(yield* KvStore.increment(prefix + "d", { by: 0 }), 0)
+          assert.strictEqual(yield* read(prefix + "d"), "0", "by 0 on a missing key creates 0")
+          assert.strictEqual(yield* KvStore.increment(prefix + "b", { by: 0 }), 5)
+          assert.strictEqual(yield* KvStore.increment(prefix + "b", { by: -5 }), 0)
+          assert.strictEqual(yield* read(prefix + "b"), "0", "not \"-0\"")
+          assert.strictEqual(yield* KvStore.increment(prefix + "b", { by: -12 }), -12)
+          assert.strictEqual(yield* read(prefix + "b"), "-12")
+          assert.strictEqual(yield* KvStore.increment(prefix + "e", { by: Number.MAX_SAFE_INTEGER }), Number.MAX_SAFE_INTEGER)
+          assert.strictEqual(yield* read(prefix + "e"), "9007199254740991")
+        }))
+
+      it.effect("continues from the decimal text set wrote, and stores its canonical bytes", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          yield* KvStore.set(prefix + "k", bytes("41"))
+          assert.strictEqual(yield* KvStore.increment(prefix + "k"), 42)
+          assert.deepStrictEqual(Array.from(yield* KvStore.get(prefix + "k")), Array.from(bytes("42")))
+          yield* KvStore.set(prefix + "neg", bytes("-7"))
+          assert.strictEqual(yield* KvStore.increment(prefix + "neg", { by: 10 }), 3)
+          assert.deepStrictEqual(Array.from(yield* KvStore.get(prefix + "neg")), Array.from(bytes("3")))
+          // what update sees is the same text
+          const seen = yield* KvStore.update(prefix + "k", (current) => Effect.succeed(Option.getOrThrow(current)))
+          assert.strictEqual(text(seen), "42")
+        }))
+
+      it.effect("a TTL applies only when the increment creates the entry", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          const key = prefix + "window"
+          assert.strictEqual(yield* KvStore.increment(key, { ttl: TTL }), 1)
+          const left = yield* timeLeft(key)
+          assert.isTrue(typeof left === "number" && left > 0 && left <= 300, `created without its TTL: ${left}`)
+          // a live entry keeps its expiry: neither a longer TTL nor none replaces it
+          assert.strictEqual(yield* KvStore.increment(key, { ttl: "1 hour" }), 2)
+          assert.strictEqual(yield* KvStore.increment(key), 3)
+          const after = yield* timeLeft(key)
+          assert.isTrue(typeof after === "number" && after <= 300, `the live entry's expiry changed: ${after}`)
+          yield* advance(PAST_TTL)
+          assert.strictEqual(yield* read(key), undefined, "the window did not expire")
+          // an expired entry is created anew, with the new TTL
+          assert.strictEqual(yield* KvStore.increment(key, { ttl: "1 hour" }), 1)
+          const renewed = yield* timeLeft(key)
+          assert.isTrue(typeof renewed === "number" && renewed > 300, `the recreated entry kept the old expiry: ${renewed}`)
+          yield* advance(PAST_TTL)
+          assert.strictEqual(yield* read(key), "1")
+          // a permanent entry stays permanent
+          yield* KvStore.set(prefix + "permanent", bytes("10"))
+          assert.strictEqual(yield* KvStore.increment(prefix + "permanent", { ttl: TTL }), 11)
+          assert.strictEqual(yield* timeLeft(prefix + "permanent"), "permanent")
+        }))
+
+      it.effect("stored text that is not a canonical integer is refused and left alone", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          for (const stored of ["abc", "01", "1.5", "", "+1", "-0", " 1", "1e3", "9007199254740992"]) {
+            const key = prefix + JSON.stringify(stored)
+            yield* KvStore.set(key, bytes(stored), "1 hour")
+            const error = yield* refused("increment", KvStore.increment(key), `increment of ${JSON.stringify(stored)}`)
+            assert.strictEqual(error.key, key, "the error names the key")
+            assert.strictEqual(yield* read(key), stored, `increment of ${JSON.stringify(stored)} wrote`)
+            const left = yield* timeLeft(key)
+            assert.isTrue(typeof left === "number" && left > 300, `the expiry changed: ${left}`)
+          }
+          yield* KvStore.set(prefix + "binary", new Uint8Array([0xff, 0x31]))
+          yield* refused("increment", KvStore.increment(prefix + "binary"))
+        }))
+
+      it.effect("a result beyond ±(2^53 − 1) is refused and nothing is written", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          yield* KvStore.set(prefix + "max", bytes("9007199254740991"))
+          yield* refused("increment", KvStore.increment(prefix + "max"))
+          assert.strictEqual(yield* read(prefix + "max"), "9007199254740991")
+          yield* KvStore.set(prefix + "min", bytes("-9007199254740991"))
+          yield* refused("increment", KvStore.increment(prefix + "min", { by: -1 }))
+          assert.strictEqual(yield* read(prefix + "min"), "-9007199254740991")
+          yield* KvStore.set(prefix + "one", bytes("1"))
+          yield* refused("increment", KvStore.increment(prefix + "one", { by: Number.MAX_SAFE_INTEGER }))
+          assert.strictEqual(yield* read(prefix + "one"), "1")
+        }))
+
+      it.effect("by must be a safe integer; a refused increment writes nothing", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          for (const by of [1.5, NaN, Infinity, -Infinity, "1", 2 ** 53, -(2 ** 53), null]) {
+            yield* refused(
+              "increment",
+              KvStore.increment(prefix + "k", { by: by as number }),
+              `increment by ${typeof by === "string" ? JSON.stringify(by) : String(by)}`
+            )
+          }
+          assert.deepStrictEqual(yield* KvStore.keys(prefix), [])
+        }))
+
+      it.effect("200 concurrent increments of one missing key count 200", () =>
+        Effect.gen(function*() {
+          const key = freshPrefix() + "counter"
+          const results = yield* Effect.all(Array.from({ length: 200 }, () => KvStore.increment(key)), {
+            concurrency: "unbounded"
+          })
+          assert.strictEqual(yield* read(key), "200")
+          assert.deepStrictEqual(
+            [...results].sort((a, b) => a - b),
+            Array.from({ length: 200 }, (_, i) => i + 1),
+            "each increment must return its own count"
+          )
+        }))
+
+      it.effect("increments interleaved with updates of the same key lose nothing", () =>
+        Effect.gen(function*() {
+          const key = freshPrefix() + "counter"
+          const calls = Array.from({ length: 160 }, (_, i) =>
+            i % 2 === 0
+              ? KvStore.increment(key, { by: 2 })
+              : KvStore.update(key, (current) =>
+                // yield between read and write: an increment slipping in here would be lost
+                Effect.yieldNow().pipe(Effect.as(bytes(String(counter(current) + 1))))))
+          yield* Effect.all(calls, { concurrency: "unbounded", discard: true })
+          assert.strictEqual(yield* read(key), String(80 * 2 + 80))
+        }))
+    })
+
+    describe("timeToLive", () => {
+      it.effect("NotFound when missing or expired, none when permanent, about the TTL otherwise", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          const missing = yield* Effect.flip(KvStore.timeToLive(prefix + "missing"))
+          assert.instanceOf(missing, KvStore.NotFound)
+          assert.strictEqual((missing as KvStore.NotFound).key, prefix + "missing")
+
+          yield* KvStore.set(prefix + "permanent", bytes("v"))
+          assert.isTrue(Option.isNone(yield* KvStore.timeToLive(prefix + "permanent")))
+
+          yield* KvStore.set(prefix + "set", bytes("v"), TTL)
+          yield* KvStore.update(prefix + "update", () => Effect.succeed(bytes("v")), TTL)
+          yield* KvStore.setIfAbsent(prefix + "setIfAbsent", bytes("v"), TTL)
+          for (const k of ["set", "update", "setIfAbsent"]) {
+            const left = yield* KvStore.timeToLive(prefix + k)
+            assert.isTrue(Option.isSome(left), `${k} with a TTL looks permanent`)
+            const millis = Duration.toMillis(Option.getOrThrow(left))
+            assert.isAtMost(millis, 300, `${k}: more time left than the TTL`)
+            assert.isAbove(millis, 100, `${k}: far less time left than the TTL`)
+          }
+          yield* advance(Duration.millis(150))
+          const later = Duration.toMillis(Option.getOrThrow(yield* KvStore.timeToLive(prefix + "set")))
+          assert.isAtMost(later, 150, "time passed but the time left did not shrink")
+          assert.isAbove(later, 0)
+          yield* advance(Duration.millis(250))
+          const expired = yield* Effect.flip(KvStore.timeToLive(prefix + "set"))
+          assert.instanceOf(expired, KvStore.NotFound, "an expired key has a time to live")
+          assert.isTrue(Option.isNone(yield* KvStore.timeToLive(prefix + "permanent")))
+        }))
+    })
+
+    describe("expire", () => {
+      it.effect("on a live key: true, the value is kept and the new expiry applies", () =>
+        Effect.gen(function*() {
+          const key = freshPrefix() + "k"
+          yield* KvStore.set(key, bytes("kept"))
+          assert.isTrue(yield* KvStore.expire(key, TTL))
+          assert.strictEqual(yield* read(key), "kept")
+          const left = yield* timeLeft(key)
+          assert.isTrue(typeof left === "number" && left > 0 && left <= 300, `the new expiry did not apply: ${left}`)
+          yield* advance(PAST_TTL)
+          assert.strictEqual(yield* read(key), undefined)
+        }))
+
+      it.effect("without a TTL (or 0, Duration.infinity) the entry becomes permanent", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          const forever: ReadonlyArray<readonly [string, Duration.DurationInput | undefined]> = [
+            ["none", undefined],
+            ["zero", 0],
+            ["infinity", Duration.infinity]
+          ]
+          for (const [label, ttl] of forever) {
+            yield* KvStore.set(prefix + label, bytes(label), TTL)
+            assert.isTrue(yield* KvStore.expire(prefix + label, ttl))
+            assert.strictEqual(yield* timeLeft(prefix + label), "permanent", label)
+          }
+          yield* advance(PAST_TTL)
+          for (const [label] of forever) assert.strictEqual(yield* read(prefix + label), label)
+        }))
+
+      it.effect("on a missing or expired key: false, and nothing is written", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          assert.isFalse(yield* KvStore.expire(prefix + "missing", "1 hour"))
+          assert.isFalse(yield* KvStore.expire(prefix + "missing"))
+          yield* KvStore.set(prefix + "expired", bytes("v"), TTL)
+          yield* advance(PAST_TTL)
+          // without a TTL it would make the expired entry permanent: it must not come back
+          assert.isFalse(yield* KvStore.expire(prefix + "expired"))
+          assert.isFalse(yield* KvStore.expire(prefix + "expired", "1 hour"))
+          assert.strictEqual(yield* read(prefix + "expired"), undefined, "expire revived an expired entry")
+          assert.deepStrictEqual(yield* KvStore.keys(prefix), [])
+        }))
+
+      it.effect("a negative TTL is refused and the entry keeps value and expiry", () =>
+        Effect.gen(function*() {
+          const key = freshPrefix() + "k"
+          yield* KvStore.set(key, bytes("v"))
+          for (const ttl of [-1, -1n, "-5 millis", [-1, 0], NaN] as const) {
+            yield* refused("expire", KvStore.expire(key, ttl as Duration.DurationInput), `expire with ${String(ttl)}`)
+          }
+          assert.strictEqual(yield* timeLeft(key), "permanent")
+          yield* advance(PAST_TTL)
+          assert.strictEqual(yield* read(key), "v")
+        }))
+    })
+
+    describe("limits", () => {
+      const MAX = 64 * 1024 * 1024
+
+      it.effect("a value of 64 MiB + 1 is refused with InvalidArgument and nothing is written", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          const tooLarge = new Uint8Array(MAX + 1)
+          yield* refused("set", KvStore.set(prefix + "k", tooLarge))
+          yield* refused("setIfAbsent", KvStore.setIfAbsent(prefix + "k", tooLarge))
+          yield* refused("update", KvStore.update(prefix + "k", () => Effect.succeed(tooLarge)))
+          assert.deepStrictEqual(yield* KvStore.keys(prefix), [])
+          yield* KvStore.set(prefix + "existing", bytes("old"))
+          yield* refused("set", KvStore.set(prefix + "existing", tooLarge))
+          yield* refused("update", KvStore.update(prefix + "existing", () => Effect.succeed(tooLarge)))
+          assert.strictEqual(yield* read(prefix + "existing"), "old")
+        }))
+
+      it.effect("a value of exactly 64 MiB round-trips", () =>
+        Effect.gen(function*() {
+          const key = freshPrefix() + "k"
+          const value = new Uint8Array(MAX)
+          for (let i = 0; i < MAX; i += 4096) value[i] = (i / 4096) % 251
+          value[MAX - 1] = 7
+          yield* KvStore.set(key, value)
+          const got = yield* KvStore.get(key)
+          assert.strictEqual(got.length, MAX)
+          assert.isTrue(Buffer.from(got.buffer, got.byteOffset, got.byteLength).equals(Buffer.from(value.buffer)), "the bytes differ")
+          yield* KvStore.delete(key)
+        }), 120_000)
+
+      it.effect("a positive TTL below 1 ms expires: it never means permanent", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          const tiny: ReadonlyArray<readonly [string, Duration.DurationInput]> = [
+            ["1e-9", 1e-9],
+            ["0.4 nanos", "0.4 nanos"],
+            ["1n", 1n],
+            ["[0, 1]", [0, 1]]
+          ]
+          for (const [label, ttl] of tiny) {
+            yield* KvStore.set(prefix + "set " + label, bytes("v"), ttl)
+            yield* KvStore.update(prefix + "update " + label, () => Effect.succeed(bytes("v")), ttl)
+            yield* KvStore.setIfAbsent(prefix + "setIfAbsent " + label, bytes("v"), ttl)
+            yield* KvStore.increment(prefix + "increment " + label, { ttl })
+            yield* KvStore.set(prefix + "expire " + label, bytes("v"))
+            yield* KvStore.expire(prefix + "expire " + label, ttl)
+          }
+          for (const key of yield* KvStore.keys(prefix)) {
+            // on a database clock 1 ms may already be over; either way never "permanent"
+            const left = yield* timeLeft(key)
+            if (options.databaseClock === true) {
+              assert.notStrictEqual(left, "permanent", `${key} never expires`)
+            } else {
+              assert.isTrue(typeof left === "number" && left > 0 && left <= 1, `${key}: ${left}`)
+            }
+          }
+          yield* advance(Duration.millis(50))
+          assert.deepStrictEqual(yield* KvStore.keys(prefix), [], "an entry with a tiny TTL did not expire")
+        }))
+    })
+
+    describe("hostile arguments", () => {
+      const names = hostileCases("").map(([caseName]) => caseName)
+      names.forEach((caseName, index) => {
+        it.effect(caseName, () =>
+          Effect.gen(function*() {
+            const store = yield* KvStore.KvStore
+            const prefix = freshPrefix()
+            const hostileCase = hostileCases(prefix)[index]!
+            const outcome = yield* Effect.either(runHostileCase(store, prefix, hostileCase))
+            if (Either.isLeft(outcome)) assert.fail(outcome.left)
+            const { op, reason } = outcome.right
+            const expectedOp = caseName.slice(0, caseName.indexOf(":"))
+            assert.strictEqual(reason, "InvalidArgument", outcome.right.message)
+            assert.strictEqual(op, expectedOp, outcome.right.message)
+            let recorded = outcomesByBackend.get(name)
+            if (recorded === undefined) outcomesByBackend.set(name, recorded = new Map())
+            recorded.set(caseName, outcome.right)
+            assert.deepStrictEqual(yield* KvStore.keys(prefix), [], "a refused call wrote")
+          }))
+      })
+
+      it.effect("with two bad arguments the first in order is named: the value before the TTL", () =>
+        Effect.gen(function*() {
+          const key = freshPrefix() + "k"
+          const error = yield* refused("set", KvStore.set(key, "not bytes" as unknown as Uint8Array, -1))
+          assert.match(error.message, /invalid value/i)
+          assert.strictEqual(error.key, key)
+        }))
+
+      it.effect("with two bad arguments the first in order is named: the function before the TTL", () =>
+        Effect.gen(function*() {
+          const key = freshPrefix() + "k"
+          const error = yield* refused("update", KvStore.update(key, 42 as unknown as () => Effect.Effect<Uint8Array>, -1))
+          assert.match(error.message, /invalid function/i)
+          assert.strictEqual(error.key, key)
         }))
     })
 
