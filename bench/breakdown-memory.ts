@@ -9,9 +9,10 @@ import * as Ref from "effect/Ref"
 import { KvStore } from "../src/KvStore.js"
 import * as MemoryStore from "../src/MemoryStore.js"
 import { keyHash } from "../src/internal/hash.js"
-import { invalidKey } from "../src/internal/key.js"
-import { decodeTtl } from "../src/internal/ttl.js"
-import { markUpdating, refuseWriteInsideOwnUpdate } from "../src/internal/updating.js"
+import { keyProblem } from "../src/internal/key.js"
+import { makeKeyedLock } from "../src/internal/keyedLock.js"
+import { decodeDuration } from "../src/internal/ttl.js"
+import { valueProblem } from "../src/internal/value.js"
 import { buildService } from "./lib/effect.js"
 import { compare, type Subject } from "./lib/measure.js"
 
@@ -22,6 +23,7 @@ const value = new Uint8Array(100).fill(3)
 const map = new Map<string, { value: Uint8Array; expiresAt: number | undefined }>()
 for (const k of keys) map.set(k, { value, expiresAt: undefined })
 const ref = Ref.unsafeMake(map)
+const lock = makeKeyedLock()
 const kv = (await buildService(MemoryStore.layer(), KvStore)).service
 for (const k of keys) await Effect.runPromise(kv.set(k, value))
 
@@ -38,7 +40,7 @@ const floorGet = (k: string) => Effect.map(Ref.get(ref), (m) => m.get(k)!.value)
 const sections: Array<[string, Array<Subject>]> = [
   ["get", [
     loop("floor", floorGet),
-    loop("+ invalidKey", (k) => (invalidKey("get", k) ? Effect.die("bad") : floorGet(k))),
+    loop("+ keyProblem", (k) => (keyProblem(k) !== undefined ? Effect.die("bad") : floorGet(k))),
     loop("+ clockWith", (k) => Effect.clockWith((c) => Effect.map(Ref.get(ref), (m) => (c.unsafeCurrentTimeMillis(), m.get(k)!.value)))),
     loop("+ slice() copy", (k) => Effect.map(floorGet(k), (v) => v.slice())),
     loop("+ Buffer.from copy (pooled)", (k) => Effect.map(floorGet(k), (v) => Buffer.from(v))),
@@ -47,25 +49,27 @@ const sections: Array<[string, Array<Subject>]> = [
   ["set", [
     loop("floor", (k) => Effect.map(Ref.get(ref), (m) => m.set(k, { value, expiresAt: undefined }))),
     loop("+ new Uint8Array copy", (k) => Effect.map(Ref.get(ref), (m) => m.set(k, { value: new Uint8Array(value), expiresAt: undefined }))),
-    loop("+ invalidKey + decodeTtl", (k) =>
-      invalidKey("set", k) !== undefined || decodeTtl("set", k, undefined)._tag === "Left"
+    loop("+ keyProblem + valueProblem + decodeDuration", (k) =>
+      keyProblem(k) !== undefined || valueProblem(value) !== undefined || "problem" in decodeDuration(1000, "a TTL")
         ? Effect.die("bad")
         : Effect.map(Ref.get(ref), (m) => m.set(k, { value, expiresAt: undefined }))),
     loop("effect-kv set", (k) => kv.set(k, value))
   ]],
   ["update", [
     loop("floor", (k) => Effect.map(Ref.get(ref), (m) => m.set(k, { value: m.get(k)!.value, expiresAt: undefined }))),
-    loop("+ refuseWriteInsideOwnUpdate", (k) =>
-      Effect.zipRight(refuseWriteInsideOwnUpdate("update", k), Effect.map(Ref.get(ref), (m) => m.set(k, { value, expiresAt: undefined })))),
-    loop("+ markUpdating(f)", (k) =>
-      Effect.flatMap(markUpdating(k)(Effect.succeed(value)), (v) => Effect.map(Ref.get(ref), (m) => m.set(k, { value: v, expiresAt: undefined })))),
+    loop("+ keyedLock.withLock", (k) =>
+      lock.withLock(k, Effect.map(Ref.get(ref), (m) => m.set(k, { value, expiresAt: undefined })))),
+    loop("+ uninterruptibleMask + ensuring", (k) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.ensuring(restore(Effect.map(Ref.get(ref), (m) => m.set(k, { value, expiresAt: undefined }))), Effect.void))),
     loop("+ semaphore(1).withPermits", (k) => {
       const s = Effect.unsafeMakeSemaphore(1)
       return s.withPermits(1)(Effect.map(Ref.get(ref), (m) => m.set(k, { value, expiresAt: undefined })))
     }),
     loop("+ withSpan", (k) =>
       Effect.map(Ref.get(ref), (m) => m.set(k, { value, expiresAt: undefined })).pipe(Effect.withSpan("kv.update", { attributes: { "kv.key": k } }))),
-    loop("effect-kv update", (k) => kv.update(k, () => Effect.succeed(value)))
+    loop("effect-kv update", (k) => kv.update(k, () => Effect.succeed(value))),
+    loop("effect-kv increment", (k) => kv.increment(`ctr:${k}`))
   ]],
   ["misc", [
     loop("FiberRef.get", () => FiberRef.get(FiberRef.currentContext)),

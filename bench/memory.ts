@@ -149,11 +149,21 @@ const measureSize = async (stores: Stores, rows: Array<Row>) => {
   const updateSubjects: Array<Subject> = [
     loop("floor", seqs, (k) => Effect.map(Ref.get(stores.floor), (m) => m.set(k, m.get(k) === undefined ? value : value)), UPDATE_BATCH)
   ]
+  updateSubjects.push(loop("layerMemory", seqs, (k) => stores.platform.modifyUint8Array(k, () => value), UPDATE_BATCH))
   // update costs ~100× a get: a smaller batch keeps the run within its time budget
-  if (kv !== undefined) updateSubjects.push(loop("effect-kv", seqs, (k) => kv.update(k, () => Effect.succeed(value)), UPDATE_BATCH))
+  if (kv !== undefined) {
+    updateSubjects.push(loop("effect-kv", seqs, (k) => kv.update(k, () => Effect.succeed(value)), UPDATE_BATCH))
+    // counters live under their own keys: the working set's values are not decimal text
+    updateSubjects.push(loop("effect-kv increment", seqs, (k) => kv.increment(`ctr:${k}`), UPDATE_BATCH))
+  }
   log(`update @${label}`)
   const update = await compare(updateSubjects, { rounds: 3, time: 200, iterations: 3 })
-  rows.push(ratioRow("memory", `update @${label}`, update["effect-kv"]?.usPerOp, "floor: Ref.get + Map.get + Map.set", update.floor!.usPerOp))
+  const kvUpdate = update["effect-kv"]?.usPerOp
+  const kvIncrement = update["effect-kv increment"]?.usPerOp
+  rows.push(ratioRow("memory", `update @${label}`, kvUpdate, "floor: Ref.get + Map.get + Map.set", update.floor!.usPerOp))
+  rows.push(ratioRow("memory", `update @${label} vs layerMemory`, kvUpdate, "KeyValueStore.layerMemory modifyUint8Array", update.layerMemory!.usPerOp, { target: 4 }))
+  rows.push(ratioRow("memory", `increment @${label} vs layerMemory`, kvIncrement, "KeyValueStore.layerMemory modifyUint8Array", update.layerMemory!.usPerOp, { target: 3 }))
+  rows.push(ratioRow("memory", `increment @${label} vs update`, kvIncrement, "effect-kv update", kvUpdate))
 
   // keys(prefix): 100 matching keys
   const prefixes = Array.from({ length: 16 }, (_, i) => keyOf(Math.floor(((i + 0.5) * size) / 16)).slice(0, -2))

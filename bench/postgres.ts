@@ -80,6 +80,13 @@ const rawStatements = async (pool: pg.Pool, table: string) => {
          expires_at = EXCLUDED.expires_at, updated_at = now()`
     ),
     delete: q("delete", `DELETE FROM ${table} WHERE ${where} RETURNING ${live} AS live`),
+    // the same shape as effect-kv's increment, without its advisory lock and its checks
+    increment: q(
+      "increment",
+      `INSERT INTO ${table} AS cur (key_hash, key, value, expires_at) VALUES ($1, $2, '1', NULL)
+       ON CONFLICT (${conflict}) DO UPDATE SET value = convert_to((encode(cur.value, 'escape')::bigint + 1)::text, 'UTF8'),
+         updated_at = now() RETURNING encode(value, 'escape') AS n`
+    ),
     keys: q(
       "keys",
       `SELECT key FROM ${table} WHERE key COLLATE "C" >= $1 AND key COLLATE "C" < $2 AND ${live} ORDER BY key COLLATE "C"`
@@ -98,6 +105,7 @@ const raw = (pool: pg.Pool, s: Statements) => ({
   },
   set: (key: string) => pool.query(s.set, [h(key), key, value]),
   delete: async (key: string) => (await pool.query(s.delete, s.params(h(key), key))).rows[0]?.live === true,
+  increment: async (key: string) => Number((await pool.query(s.increment, [h(key), key])).rows[0].n),
   update: async (key: string, f: (current: Buffer | undefined) => Uint8Array = () => value) => {
     const client = await pool.connect()
     try {
@@ -217,6 +225,13 @@ export const runPostgres = async (url: string): Promise<Array<Row>> => {
         kvSubject("effect-kv", c, (k) => kv.update(k, () => Effect.succeed(value)))
       ], PG_TIMING)
       rows.push(ratioRow("postgres", `update, ${label(c)}`, update["effect-kv"]!.usPerOp, "pg BEGIN/SELECT FOR UPDATE/upsert/COMMIT", update.raw!.usPerOp, { target: 1.2 }))
+
+      // increment: counters under their own keys (the working set's values are not decimal text)
+      const incremented = await compare([
+        rawSubject("raw", c, (k) => r.increment(`ctr:${k}`)),
+        kvSubject("effect-kv", c, (k) => kv.increment(`ctr:${k}`))
+      ], PG_TIMING)
+      rows.push(ratioRow("postgres", `increment, ${label(c)}`, incremented["effect-kv"]!.usPerOp, "pg named prepared increment upsert", incremented.raw!.usPerOp, { target: 1.2 }))
 
       // delete: each batch first re-inserts (untimed) the keys it will delete
       const deleteKeys = Array.from({ length: batchSize(c) }, (_, i) => `del:${i.toString().padStart(7, "0")}`)
