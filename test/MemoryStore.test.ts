@@ -1,4 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
+import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -234,4 +238,132 @@ describe("MemoryStore maxEntries", () => {
       yield* store.update("b", () => Effect.succeed(bytes("b2")))
       assert.deepStrictEqual(yield* store.keys(""), ["b"])
     }))
+})
+
+describe("MemoryStore redactKeys", () => {
+  const secret = "session/s3cr3t-t0ken"
+
+  /** The errors a caller can meet for `secret`: NotFound, a bad TTL, an own-update refusal, a non-counter. */
+  const errorsFor = (store: KvStore.KvStore.Service) =>
+    Effect.gen(function*() {
+      const errors: Array<readonly [string, unknown]> = []
+      errors.push(["get of a missing key", yield* Effect.flip(store.get(secret))])
+      errors.push(["timeToLive of a missing key", yield* Effect.flip(store.timeToLive(secret))])
+      errors.push(["set with an invalid TTL", yield* Effect.flip(store.set(secret, bytes("v"), -1))])
+      errors.push(["set of an invalid value", yield* Effect.flip(store.set(secret, "v" as unknown as Uint8Array))])
+      errors.push([
+        "a write from inside its own update",
+        yield* Effect.flip(store.update(secret, () => Effect.as(store.set(secret, bytes("inner")), bytes("outer"))))
+      ])
+      yield* store.set(secret, bytes("not a number"))
+      errors.push(["increment of a non-counter", yield* Effect.flip(store.increment(secret))])
+      return errors
+    })
+
+  /** Every place a key could leak: the field, the message, the printed error and the printed cause. */
+  const texts = (error: unknown): ReadonlyArray<string> => {
+    const e = error as { readonly key?: unknown; readonly message?: unknown }
+    return [String(e.key), String(e.message), String(error), Cause.pretty(Cause.fail(error))]
+  }
+
+  it.scoped("NotFound.key, KvError.key and every message never contain the key", () =>
+    Effect.gen(function*() {
+      const errors = yield* errorsFor(yield* buildStore({ redactKeys: true }))
+      assert.instanceOf(errors[0]![1], KvStore.NotFound)
+      for (const [what, error] of errors) {
+        assert.isTrue(error instanceof KvStore.NotFound || error instanceof KvStore.KvError, what)
+        for (const printed of texts(error)) assert.notInclude(printed, "s3cr3t", `${what} leaks the key`)
+      }
+    }))
+
+  it.scoped("without redactKeys the same errors name the key (the check above can fail)", () =>
+    Effect.gen(function*() {
+      const errors = yield* errorsFor(yield* buildStore())
+      for (const [what, error] of errors) {
+        assert.strictEqual((error as { readonly key?: unknown }).key, secret, what)
+      }
+    }))
+})
+
+describe("MemoryStore.make", () => {
+  it.scoped("builds a store in the current scope, without a layer", () =>
+    Effect.gen(function*() {
+      const store = yield* MemoryStore.make({ maxEntries: 2 })
+      for (const k of ["a", "b", "c"]) yield* store.set(k, bytes(k))
+      assert.deepStrictEqual(yield* store.keys(""), ["b", "c"], "maxEntries did not apply")
+      assert.strictEqual(yield* store.increment("n", { by: 3 }), 3)
+    }))
+
+  it.effect("stops its sweeper when its scope closes, and refuses invalid options", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const store = yield* Scope.extend(MemoryStore.make({ cleanupInterval: "1 second" }), scope)
+      for (const k of ["a", "b"]) yield* store.set(k, bytes("v"), Duration.millis(100))
+      yield* Scope.close(scope, Exit.void)
+      yield* TestClock.adjust("5 seconds")
+      yield* settle
+      assert.strictEqual(yield* store.cleanup, 2, "a sweeper ran after its scope closed")
+
+      const error = yield* Effect.flip(Effect.scoped(MemoryStore.make({ maxEntries: 0 })))
+      assert.instanceOf(error, KvStore.KvError)
+      assert.strictEqual(error.op, "layer")
+    }))
+})
+
+describe("MemoryStore.layerConfig", () => {
+  const configured = MemoryStore.layerConfig({
+    maxEntries: Config.integer("KV_MAX_ENTRIES"),
+    cleanupInterval: Config.duration("KV_CLEANUP_INTERVAL"),
+    redactKeys: Config.boolean("KV_REDACT_KEYS")
+  })
+  const provider = (entries: Record<string, string>) => ConfigProvider.fromMap(new Map(Object.entries(entries)))
+  const valid = { KV_MAX_ENTRIES: "2", KV_CLEANUP_INTERVAL: "1 second", KV_REDACT_KEYS: "true" }
+
+  it.scoped("reads every option from Config", () =>
+    Effect.gen(function*() {
+      const store = yield* Effect.map(Layer.build(configured), Context.get(KvStore.KvStore)).pipe(
+        Effect.withConfigProvider(provider(valid))
+      )
+      for (const k of ["a", "b", "c"]) yield* store.set(k, bytes(k))
+      assert.deepStrictEqual(yield* store.keys(""), ["b", "c"], "maxEntries was not read")
+      const missing = yield* Effect.flip(store.get("missing-key"))
+      assert.instanceOf(missing, KvStore.NotFound)
+      assert.notStrictEqual((missing as KvStore.NotFound).key, "missing-key", "redactKeys was not read")
+      yield* store.set("b", bytes("v"), Duration.millis(100))
+      yield* TestClock.adjust("1100 millis") // past one cleanupInterval of 1 s (the default is a minute)
+      yield* settle
+      assert.strictEqual(yield* store.cleanup, 0, "the sweeper did not run after the configured interval")
+      assert.deepStrictEqual(yield* store.keys(""), ["c"])
+    }))
+
+  it.scoped("works with Layer.setConfigProvider", () =>
+    Effect.gen(function*() {
+      const layer = Layer.provide(configured, Layer.setConfigProvider(provider(valid)))
+      const store = yield* Effect.map(Layer.build(layer), Context.get(KvStore.KvStore))
+      for (const k of ["a", "b", "c"]) yield* store.set(k, bytes(k))
+      assert.deepStrictEqual(yield* store.keys(""), ["b", "c"])
+    }))
+
+  const invalid: ReadonlyArray<readonly [string, Record<string, string>, "ConfigError" | "KvError"]> = [
+    ["maxEntries that is not a number", { ...valid, KV_MAX_ENTRIES: "many" }, "ConfigError"],
+    ["a missing maxEntries", { KV_CLEANUP_INTERVAL: "1 second", KV_REDACT_KEYS: "true" }, "ConfigError"],
+    ["maxEntries 0", { ...valid, KV_MAX_ENTRIES: "0" }, "KvError"],
+    ["a cleanupInterval of 0", { ...valid, KV_CLEANUP_INTERVAL: "0 millis" }, "KvError"],
+    ["a cleanupInterval that is not a duration", { ...valid, KV_CLEANUP_INTERVAL: "soon" }, "ConfigError"]
+  ]
+  for (const [label, entries, expected] of invalid) {
+    it.scoped(`fails the layer for ${label}`, () =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(
+          Layer.build(configured).pipe(Effect.withConfigProvider(provider(entries)))
+        )
+        if (expected === "ConfigError") {
+          assert.isTrue(ConfigError.isConfigError(error), `expected a ConfigError, got ${String(error)}`)
+        } else {
+          assert.instanceOf(error, KvStore.KvError)
+          assert.strictEqual((error as KvStore.KvError).op, "layer")
+          assert.strictEqual((error as KvStore.KvError).reason, "InvalidArgument")
+        }
+      }))
+  }
 })
