@@ -40,6 +40,14 @@ const currentHolds = globalValue(
   () => FiberRef.unsafeMake<Hold | undefined>(undefined, { join: (parent) => parent })
 )
 
+type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+
+/** The fiber runtime's own FiberRef access: synchronous, no effect per read or write. */
+interface FiberWithRefs {
+  getFiberRef<X>(fiberRef: FiberRef.FiberRef<X>): X
+  setFiberRef<X>(fiberRef: FiberRef.FiberRef<X>, value: X): void
+}
+
 export interface KeyedLock {
   /** Whether some fiber holds (or waits for) the lock of `key`: the cheap check before anything else. */
   readonly isLocked: (key: string) => boolean
@@ -64,54 +72,56 @@ export const makeKeyedLock = (): KeyedLock => {
     next.resume?.(Effect.void)
   }
 
-  const acquire = (
-    key: string,
-    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-  ): Effect.Effect<Lock> =>
-    Effect.suspend(() => {
-      const existing = locks.get(key)
-      if (existing === undefined) {
-        const lock: Lock = { waiters: [], holder: undefined }
-        locks.set(key, lock)
-        return Effect.succeed(lock)
-      }
-      const waiter: Waiter = { granted: false, resume: undefined }
-      existing.waiters.push(waiter)
-      const granted = Effect.async<void>((resume) => {
-        if (waiter.granted) resume(Effect.void)
-        else waiter.resume = resume
-      })
-      return restore(granted).pipe(
-        // interrupted while waiting, or just after the lock was handed over
-        Effect.onInterrupt(() =>
-          Effect.sync(() => {
-            if (waiter.granted) {
-              release(key, existing)
-            } else {
-              const index = existing.waiters.indexOf(waiter)
-              if (index >= 0) existing.waiters.splice(index, 1)
-            }
-          })
-        ),
-        Effect.as(existing)
-      )
+  /** Waits until `waiter` is handed the lock; an interrupted waiter never keeps or loses a lock. */
+  const waitFor = (key: string, lock: Lock, restore: Restore): Effect.Effect<void> => {
+    const waiter: Waiter = { granted: false, resume: undefined }
+    lock.waiters.push(waiter)
+    const granted = Effect.async<void>((resume) => {
+      if (waiter.granted) resume(Effect.void)
+      else waiter.resume = resume
     })
+    return restore(granted).pipe(
+      // interrupted while waiting, or just after the lock was handed over
+      Effect.onInterrupt(() =>
+        Effect.sync(() => {
+          if (waiter.granted) {
+            release(key, lock)
+          } else {
+            const index = lock.waiters.indexOf(waiter)
+            if (index >= 0) lock.waiters.splice(index, 1)
+          }
+        })
+      )
+    )
+  }
+
+  /** Runs `body` as the holder of `lock`, marked in the fiber's holds; releases whatever happens. */
+  const hold = <A, E, R>(fiber: FiberWithRefs, key: string, lock: Lock, body: Effect.Effect<A, E, R>) => {
+    const outer = fiber.getFiberRef(currentHolds)
+    const mine: Hold = { next: outer }
+    lock.holder = mine
+    fiber.setFiberRef(currentHolds, mine)
+    return Effect.ensuring(
+      body,
+      Effect.sync(() => {
+        fiber.setFiberRef(currentHolds, outer)
+        release(key, lock)
+      })
+    )
+  }
 
   const withLock = <A, E, R>(key: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(acquire(key, restore), (lock) =>
-        Effect.flatMap(
-          FiberRef.modify(currentHolds, (outer): readonly [Hold | undefined, Hold | undefined] => {
-            const hold: Hold = { next: outer }
-            lock.holder = hold
-            return [outer, hold]
-          }),
-          (outer) =>
-            Effect.ensuring(
-              restore(effect),
-              Effect.zipRight(FiberRef.set(currentHolds, outer), Effect.sync(() => release(key, lock)))
-            )
-        ))
+      Effect.withFiberRuntime((fiber) => {
+        const runtime = fiber as unknown as FiberWithRefs
+        const existing = locks.get(key)
+        if (existing === undefined) {
+          const lock: Lock = { waiters: [], holder: undefined }
+          locks.set(key, lock)
+          return hold(runtime, key, lock, restore(effect))
+        }
+        return Effect.zipRight(waitFor(key, existing, restore), Effect.suspend(() => hold(runtime, key, existing, restore(effect))))
+      })
     )
 
   const heldByCurrentFiber = (key: string): Effect.Effect<boolean> =>
