@@ -4,15 +4,19 @@
  * connection pool serves the store and the application.
  *
  * The schema, the locking strategy and the clock are described in
- * `internal/postgresStore.ts` and the README.
+ * `internal/postgres/store.ts` and the README.
  *
  * @since 0.1.0
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
+import type * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import type * as Duration from "effect/Duration"
+import type * as Effect from "effect/Effect"
 import type * as Layer from "effect/Layer"
-import * as internal from "./internal/postgresStore.js"
-import type { KvError, KvStore } from "./KvStore.js"
+import type * as Scope from "effect/Scope"
+import * as internal from "./internal/postgres/store.js"
+import type { KvError, KvStore, Service } from "./KvStore.js"
 
 /**
  * @since 0.1.0
@@ -29,14 +33,37 @@ export interface Options {
   readonly cleanupInterval?: Duration.DurationInput | undefined
   /** Create the table and its index when missing. Default `true`. */
   readonly createTable?: boolean | undefined
+  /** Keep keys out of errors and spans (see `KvStore.MakeOptions`). Default `false`. */
+  readonly redactKeys?: boolean | undefined
 }
 
 /**
- * The store as a layer needing a `SqlClient`. Fails with `KvError`
- * (`InvalidArgument`, op `"layer"`) for a bad table or schema name or interval,
- * and (`Backend`) when the table cannot be created.
+ * Builds the store on the `SqlClient` in context, scoped: the optional
+ * cleanup schedule stops when the scope closes. Fails with `KvError`
+ * (`InvalidArgument`, op `"layer"`) for a bad table or schema name or
+ * interval, and (`Backend`) when the table cannot be created.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make: (options?: Options) => Effect.Effect<Service, KvError, Scope.Scope | SqlClient.SqlClient> =
+  internal.make
+
+/**
+ * The store as a layer needing a `SqlClient`.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layer: (options?: Options) => Layer.Layer<KvStore, KvError, SqlClient.SqlClient> = internal.layer
+
+/**
+ * Like `layer`, with the options read from `Config`, as `PgClient.layerConfig`
+ * does, e.g. `PostgresStore.layerConfig({ table: Config.string("KV_TABLE") })`.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerConfig: (
+  config: Config.Config.Wrap<Options>
+) => Layer.Layer<KvStore, KvError | ConfigError.ConfigError, SqlClient.SqlClient> = internal.layerConfig

@@ -1,0 +1,215 @@
+/**
+ * How `PostgresStore` gets connections, so that no interruption can leak one
+ * and no statement runs inside a transaction that has already ended.
+ *
+ * - **Single statements** run inside the caller's live transaction when there
+ *   is one (so they join it), else on a pooled connection taken for that one
+ *   statement by `@effect/sql`'s pool-level connection, whose acquisition
+ *   handles interruption (a connection handed over after the caller gave up
+ *   goes straight back). `sql.reserve` is not used for them: in
+ *   `@effect/sql-pg` 0.53 its acquisition has no cancel handler, and a fiber
+ *   interrupted while waiting for the pool never gives back the connection
+ *   it is later handed — one such leak per interrupted request until the app
+ *   hangs. On `@effect/sql-pg` the statements are named prepared statements
+ *   (parsed and planned once per connection: about 40% of a `get`).
+ * - **The update's own transaction** needs one connection for several
+ *   statements, which only `sql.reserve` gives. It runs in a daemon fiber that
+ *   is never interrupted; a caller interrupted while waiting leaves it behind,
+ *   and the connection is released the moment it arrives (`reserve`).
+ * - **Fibers forked inside an update function** inherit the transaction's
+ *   connection in their context and may outlive the transaction. The
+ *   transaction's connection is therefore provided as a wrapper that serves
+ *   the transaction while it is open and the pool once it has ended
+ *   (`transactionConnection`): a late statement runs like one from any other
+ *   fiber instead of inside whatever transaction the connection serves next.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { Connection } from "@effect/sql/SqlConnection"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { keyHash } from "../hash.js"
+
+export type Row = Record<string, unknown>
+
+/** `@effect/sql-pg`'s `PgClient` carries this type id; checked by value to avoid depending on the package. */
+const PG_CLIENT_TYPE_ID = "~@effect/sql-pg/PgClient"
+
+const isPgClient = (sql: SqlClient.SqlClient): boolean =>
+  (sql as unknown as Record<string, unknown>)[PG_CLIENT_TYPE_ID] === PG_CLIENT_TYPE_ID
+
+/** SQLSTATE invalid_sql_statement_name: the server does not know the prepared statement. */
+const forgotten = (error: SqlError): boolean =>
+  typeof error.cause === "object" && error.cause !== null &&
+  (error.cause as { readonly code?: unknown }).code === "26000"
+
+/** Whether a transaction's wrapper still serves its transaction. */
+const openTransactions = new WeakMap<Connection, { open: boolean }>()
+
+const withoutTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.mapInputContext(effect, (context: Context.Context<R>) =>
+    Context.omit(SqlClient.TransactionConnection)(context) as Context.Context<R>)
+
+export interface Connections {
+  /** Runs a fixed statement in the caller's live transaction, or on a pooled connection. */
+  readonly run: (text: string, params: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<Row>, SqlError>
+  /** The caller's transaction connection, when it is still open. */
+  readonly liveTransaction: Effect.Effect<Option.Option<readonly [Connection, number]>>
+  /**
+   * Runs `body` in a transaction of its own: `begin` (e.g. `BEGIN` and a lock,
+   * in one round trip), then `body` with the transaction in its context, then
+   * `COMMIT`, or `rollback` when `body` fails or is interrupted.
+   */
+  readonly inTransaction: <A, E, R>(
+    begin: string,
+    body: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | SqlError, Exclude<R, SqlClient.TransactionConnection>>
+}
+
+export const makeConnections = (sql: SqlClient.SqlClient): Connections => {
+  const unnamed = (text: string, params: ReadonlyArray<unknown>) =>
+    withoutTransaction(sql.unsafe<Row>(text, params).withoutTransform)
+
+  /**
+   * `@effect/sql-pg`'s pool-level connection: every call takes a pooled client
+   * for one statement. It is what `sql.unsafe` uses outside a transaction; here
+   * it is used directly to run named statements. `undefined` elsewhere.
+   */
+  const poolConnection: Connection | undefined = (() => {
+    if (!isPgClient(sql)) return undefined
+    const acquirer = (sql.unsafe("SELECT 1") as unknown as { readonly acquirer?: unknown }).acquirer
+    if (!Effect.isEffect(acquirer)) return undefined
+    const exit = Effect.runSyncExit(
+      Effect.scoped(withoutTransaction(acquirer as Effect.Effect<Connection, SqlError, Scope.Scope>))
+    )
+    return Exit.isSuccess(exit) ? exit.value : undefined
+  })()
+
+  const names = new Map<string, string>()
+  const nameOf = (text: string): string => {
+    let name = names.get(text)
+    if (name === undefined) {
+      // one name per text: node-postgres refuses a name reused with another text
+      name = `effect_kv_${BigInt.asUintN(64, keyHash(text)).toString(36)}`
+      names.set(text, name)
+    }
+    return name
+  }
+
+  // cleared for good by the first sign that the server does not keep named statements
+  let useNamed = poolConnection !== undefined
+  const execute = (conn: Connection, text: string, params: ReadonlyArray<unknown>) => {
+    if (!useNamed) return conn.execute(text, params, undefined) as Effect.Effect<ReadonlyArray<Row>, SqlError>
+    // A node-postgres query config in place of the text: `@effect/sql-pg` hands it to
+    // `client.query` as it is. A fresh object per call: node-postgres writes into it.
+    return (conn.execute({ name: nameOf(text), text } as unknown as string, params, undefined) as Effect.Effect<
+      ReadonlyArray<Row>,
+      SqlError
+    >).pipe(
+      Effect.catchIf(forgotten, (error) => {
+        useNamed = false
+        // inside a transaction the error has aborted it: only a fresh statement can be re-run
+        return openTransactions.has(conn) ? Effect.fail(error) : conn.execute(text, params, undefined)
+      })
+    )
+  }
+
+  const onPool = (text: string, params: ReadonlyArray<unknown>) =>
+    poolConnection === undefined ? unnamed(text, params) : execute(poolConnection, text, params)
+
+  /** A connection that is `conn` while the transaction is open, and the pool afterwards. */
+  const transactionConnection = (conn: Connection, state: { open: boolean }): Connection => {
+    const pool: Connection = poolConnection ?? {
+      execute: (text, params) => unnamed(text, params),
+      executeRaw: (text, params) => withoutTransaction(sql.unsafe(text, params).raw),
+      executeStream: (text, params) =>
+        Stream.mapInputContext(sql.unsafe(text, params).stream, Context.omit(SqlClient.TransactionConnection)),
+      executeValues: (text, params) => withoutTransaction(sql.unsafe(text, params).values),
+      executeUnprepared: (text, params) => unnamed(text, params)
+    }
+    const target = () => (state.open ? conn : pool)
+    const wrapper: Connection = {
+      execute: (text, params, transform) => Effect.suspend(() => target().execute(text, params, transform)),
+      executeRaw: (text, params) => Effect.suspend(() => target().executeRaw(text, params)),
+      executeStream: (text, params, transform) => Stream.suspend(() => target().executeStream(text, params, transform)),
+      executeValues: (text, params) => Effect.suspend(() => target().executeValues(text, params)),
+      executeUnprepared: (text, params, transform) =>
+        Effect.suspend(() => target().executeUnprepared(text, params, transform))
+    }
+    openTransactions.set(wrapper, state)
+    return wrapper
+  }
+
+  const liveTransaction = Effect.map(
+    Effect.serviceOption(SqlClient.TransactionConnection),
+    Option.filter(([conn]) => openTransactions.get(conn)?.open ?? true)
+  )
+
+  const run = (text: string, params: ReadonlyArray<unknown>) =>
+    Effect.flatMap(liveTransaction, (transaction) =>
+      Option.isSome(transaction) ? execute(transaction.value[0], text, params) : onPool(text, params))
+
+  /**
+   * `sql.reserve`, interruptible without leaking: the acquisition runs in a
+   * daemon fiber that is never interrupted, and if the caller stops waiting,
+   * the connection is released as soon as it arrives.
+   */
+  const reserve: Effect.Effect<readonly [Connection, Scope.CloseableScope], SqlError> = Effect.uninterruptibleMask(
+    (restore) =>
+      Effect.flatMap(Scope.make(), (scope) =>
+        Effect.flatMap(Effect.forkDaemon(Scope.extend(sql.reserve, scope)), (acquiring) =>
+          restore(Fiber.join(acquiring)).pipe(
+            Effect.map((conn) => [conn, scope] as const),
+            Effect.onExit((exit) =>
+              Exit.isSuccess(exit)
+                ? Effect.void
+                : Effect.forkDaemon(Effect.zipRight(Fiber.await(acquiring), Scope.close(scope, Exit.void)))
+            )
+          )))
+  )
+
+  /**
+   * A late query cancel (from an interrupted statement) may hit the ROLLBACK
+   * itself, so it is tried twice; if it still fails, the connection is closed
+   * rather than returned to the pool inside a transaction that holds locks.
+   */
+  const rollback = (conn: Connection) => {
+    const exec = (text: string) => conn.executeUnprepared(text, [], undefined)
+    return exec("ROLLBACK").pipe(
+      Effect.orElse(() => exec("ROLLBACK")),
+      Effect.orElse(() => exec("SELECT pg_terminate_backend(pg_backend_pid())")),
+      Effect.ignore
+    )
+  }
+
+  const inTransaction = <A, E, R>(
+    begin: string,
+    body: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | SqlError, Exclude<R, SqlClient.TransactionConnection>> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(restore(reserve), ([conn, scope]) => {
+        const state = { open: true }
+        const exec = (text: string) => conn.executeUnprepared(text, [], undefined)
+        return restore(
+          Effect.zipRight(
+            exec(begin),
+            Effect.provideService(body, SqlClient.TransactionConnection, [transactionConnection(conn, state), 0] as const)
+          )
+        ).pipe(
+          Effect.exit,
+          Effect.flatMap((exit) => {
+            state.open = false
+            const end = Exit.isSuccess(exit) ? Effect.as(exec("COMMIT"), exit.value) : Effect.zipRight(rollback(conn), exit)
+            return Effect.ensuring(end, Scope.close(scope, Exit.void))
+          })
+        )
+      })
+    )
+
+  return { run, liveTransaction, inTransaction }
+}

@@ -1,0 +1,212 @@
+/**
+ * The PostgreSQL driver: `KvStore.Driver` on a table through `@effect/sql`.
+ * The schema, the clock and the locking are described in `store.ts`.
+ */
+import type * as SqlClient from "@effect/sql/SqlClient"
+import { SqlError } from "@effect/sql/SqlError"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import type { Driver, Entry, Write } from "../../KvStore.js"
+import { DriverError } from "../../KvStore.js"
+import { NOT_A_COUNTER, parseCounter } from "../counter.js"
+import { keyHash } from "../hash.js"
+import { makeConnections } from "./connection.js"
+import type { Row } from "./connection.js"
+import { MAX_READ_BYTES, prefixUpperBound } from "./sql.js"
+import type { Statements } from "./sql.js"
+
+/** Rows deleted per cleanup statement. */
+export const CLEANUP_BATCH = 1000
+
+/** What went wrong, in words: node-postgres puts the server's message in the cause. */
+const describeSqlError = (error: SqlError): string => {
+  const cause = error.cause
+  const detail = cause instanceof Error ? cause.message : error.message
+  // node-postgres reports every call after a connection died this way; say what it means
+  return /not queryable|Connection terminated/i.test(detail)
+    ? `the connection to PostgreSQL was lost (server restart, killed backend or network): ${detail}`
+    : detail
+}
+
+const toDriverError = (error: SqlError): DriverError =>
+  new DriverError({ reason: "Backend", message: describeSqlError(error), cause: error })
+
+/**
+ * `SqlError` failures, and `SqlError` defects (a failed COMMIT or ROLLBACK in
+ * `sql.withTransaction`), become `DriverError`. Other failures pass untouched:
+ * they are the update function's, carried by the front.
+ */
+const backend = <A, E, R>(effect: Effect.Effect<A, E | SqlError, R>): Effect.Effect<A, Exclude<E, SqlError> | DriverError, R> =>
+  effect.pipe(
+    Effect.catchSomeDefect((defect) =>
+      defect instanceof SqlError ? Option.some(Effect.fail(toDriverError(defect))) : Option.none()
+    ),
+    Effect.catchIf(
+      (error): error is SqlError => error instanceof SqlError,
+      (error) => Effect.fail(toDriverError(error))
+    )
+  ) as Effect.Effect<A, Exclude<E, SqlError> | DriverError, R>
+
+/** The bytes of a row, refused (not read) when larger than any value effect-kv writes. */
+const bytesOf = (row: Row): Effect.Effect<Uint8Array, DriverError> => {
+  const value = row["value"]
+  if (value instanceof Uint8Array) return Effect.succeed(value)
+  return Effect.fail(
+    new DriverError({
+      reason: "Backend",
+      message: value === null && Number(row["size"]) > MAX_READ_BYTES
+        ? `the stored value has ${row["size"]} bytes, more than the ${MAX_READ_BYTES} any effect-kv store writes; ` +
+          "it was not read (a value of over about 256 MiB would crash node-postgres)"
+        : `expected a BYTEA value, got ${typeof value}`
+    })
+  )
+}
+
+const ttlParam = (ttl: number | undefined): number | null => ttl ?? null
+
+export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Driver => {
+  const { inTransaction, liveTransaction, run } = makeConnections(sql)
+  const hashOf = (key: string): string => keyHash(key).toString()
+
+  const get = (key: string) =>
+    backend(run(statements.get, [key])).pipe(
+      Effect.flatMap((rows) => (rows.length === 0 ? Effect.succeed(Option.none()) : Effect.map(bytesOf(rows[0]!), Option.some)))
+    )
+
+  /** A write statement that runs at once unless an update of the key is in flight; then `locked` runs after it. */
+  const unlessLocked = (
+    free: Effect.Effect<ReadonlyArray<Row>, SqlError>,
+    locked: (hash: string) => Effect.Effect<ReadonlyArray<Row>, SqlError>,
+    hash: string
+  ) =>
+    Effect.flatMap(free, (rows) =>
+      rows[0]?.["free"] === true
+        ? Effect.succeed(rows[0])
+        : Effect.map(locked(hash), (lockedRows) => lockedRows[0]))
+
+  /**
+   * Waits for the key's lock in a transaction of its own, then runs `statement`
+   * as a fresh statement, whose snapshot sees what the lock's holder committed.
+   */
+  const afterLock = (hash: string, statement: string, params: ReadonlyArray<unknown>) =>
+    Effect.flatMap(liveTransaction, (transaction) =>
+      Option.isSome(transaction)
+        ? Effect.zipRight(run(statements.lockKey, [hash]), run(statement, params))
+        : inTransaction(statements.beginAndLock(BigInt(hash)), run(statement, params)))
+
+  const delete_ = (key: string) => {
+    const hash = hashOf(key)
+    return backend(
+      unlessLocked(run(statements.deleteIfFree, [hash, key]), (h) => afterLock(h, statements.deleteLocked, [key]), hash)
+    ).pipe(Effect.map((row) => Number(row?.["deleted"] ?? 0) > 0))
+  }
+
+  const expire = (key: string, ttl: number | undefined) => {
+    const hash = hashOf(key)
+    return backend(
+      unlessLocked(
+        run(statements.expireIfFree, [hash, key, ttlParam(ttl)]),
+        (h) => afterLock(h, statements.expireLocked, [key, ttlParam(ttl)]),
+        hash
+      )
+    ).pipe(Effect.map((row) => Number(row?.["changed"] ?? 0) > 0))
+  }
+
+  const writeRow = (key: string, hash: string, write: Write) => {
+    if (write._tag === "Keep") return Effect.void
+    return write.ttl === "unchanged"
+      ? run(statements.upsertKeepExpiry, [hash, key, write.value])
+      : run(statements.upsert, [hash, key, write.value, ttlParam(write.ttl)])
+  }
+
+  /**
+   * Atomic read-modify-write: the key's advisory lock, then (a new statement,
+   * with a fresh snapshot that sees what the previous holder committed) the row
+   * `FOR UPDATE`, `f`, the write, and COMMIT. Inside a caller's transaction it
+   * joins it through a savepoint, and the key stays locked until that ends.
+   */
+  const modify: Driver["modify"] = <A, E, R>(
+    key: string,
+    f: (current: Option.Option<Entry>) => Effect.Effect<readonly [A, Write], E, R>
+  ) => {
+    const hash = hashOf(key)
+    const body = run(statements.readForUpdate, [key]).pipe(
+      Effect.flatMap((rows) => {
+        const row = rows[0]
+        if (row === undefined || row["live"] !== true) return Effect.succeed(Option.none<Entry>())
+        const expiresIn = row["expires_in"] === null ? undefined : Number(row["expires_in"])
+        return Effect.map(bytesOf(row), (value) => Option.some<Entry>({ value, expiresIn }))
+      }),
+      Effect.flatMap(f),
+      Effect.flatMap(([result, write]) => Effect.as(writeRow(key, hash, write), result))
+    )
+    return backend(
+      Effect.flatMap(liveTransaction, (transaction) =>
+        Option.isNone(transaction)
+          ? inTransaction(statements.beginAndLock(BigInt(hash)), body)
+          : sql.withTransaction(Effect.zipRight(run(statements.lockKey, [hash]), body)))
+    ) as Effect.Effect<A, E | DriverError, R>
+  }
+
+  const keys = (prefix: string) => {
+    const upper = prefix === "" ? undefined : prefixUpperBound(prefix)
+    const query = prefix === ""
+      ? run(statements.keysAll, [])
+      : upper === undefined
+      ? run(statements.keysFrom, [prefix])
+      : run(statements.keysInRange, [prefix, upper])
+    return backend(Effect.map(query, (rows) => rows.map((row) => String(row["key"]))))
+  }
+
+  /** Runs `batch` until a batch comes back short or `mayGoOn` says stop; the total. */
+  const deleteInBatches = (batch: Effect.Effect<ReadonlyArray<Row>, SqlError>, mayGoOn: (row: Row | undefined) => boolean) => {
+    const loop = (total: number): Effect.Effect<number, SqlError> =>
+      Effect.flatMap(batch, (rows) => {
+        const n = Number(rows[0]?.["n"] ?? 0)
+        return n >= CLEANUP_BATCH && mayGoOn(rows[0]) ? loop(total + n) : Effect.succeed(total + n)
+      })
+    return backend(loop(0))
+  }
+
+  const increment = (key: string, by: number, ttl: number | undefined) => {
+    const hash = hashOf(key)
+    return backend(run(statements.increment, [hash, key, by, ttlParam(ttl)])).pipe(
+      Effect.flatMap((rows) => {
+        if (rows.length > 0) return Effect.succeed(Number(rows[0]!["n"]))
+        // refused by the statement: say why (the row is read again only on this rare path)
+        return Effect.flatMap(get(key), (found) => {
+          const stored = Option.isSome(found) ? parseCounter(found.value) : 0
+          return Effect.fail(
+            new DriverError({
+              reason: "InvalidArgument",
+              message: stored === undefined ? NOT_A_COUNTER : `the result ${stored} + ${by} is outside ±(2^53 − 1)`
+            })
+          )
+        })
+      })
+    )
+  }
+
+  return {
+    name: "PostgreSQL",
+    get,
+    set: (key, value, ttl) =>
+      backend(Effect.asVoid(run(statements.set, [hashOf(key), key, value, ttlParam(ttl)]))),
+    delete: delete_,
+    modify,
+    keys,
+    cleanup: deleteInBatches(run(statements.cleanupBatch, [CLEANUP_BATCH]), () => true),
+    // several instances may sweep at once: each batch is gated by a try-lock, losers stop this round
+    sweep: deleteInBatches(run(statements.sweepBatch, [CLEANUP_BATCH]), (row) => row?.["mine"] === true),
+    has: (key) => backend(Effect.map(run(statements.has, [key]), (rows) => rows.length > 0)),
+    timeToLive: (key) =>
+      backend(Effect.map(run(statements.timeToLive, [key]), (rows) =>
+        rows.length === 0
+          ? Option.none()
+          : Option.some(rows[0]!["ms"] === null ? undefined : Math.max(0, Number(rows[0]!["ms"]))))),
+    setIfAbsent: (key, value, ttl) =>
+      backend(Effect.map(run(statements.setIfAbsent, [hashOf(key), key, value, ttlParam(ttl)]), (rows) => rows.length > 0)),
+    increment,
+    expire
+  }
+}
