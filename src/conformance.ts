@@ -1062,52 +1062,83 @@ export const conformance = (
       const writes = ["set", "update", "delete", "increment"] as const
       for (const [forkName, fork] of forks) {
         for (const op of writes) {
-          it.effect(`a fiber forked (${forkName}) inside update(A) may ${op} A once the update has ended`, () =>
-            Effect.gen(function*() {
-              const key = freshPrefix() + "A"
-              yield* KvStore.set(key, bytes("0"))
-              const updateReturned = yield* Deferred.make<void>()
-              const write: Effect.Effect<unknown, KvStore.KvError, KvStore.KvStore> = op === "set"
-                ? KvStore.set(key, bytes("from the fork"))
-                : op === "update"
-                ? KvStore.update(key, (current) => Effect.succeed(bytes(`${text(Option.getOrThrow(current))}+fork`)))
-                : op === "delete"
-                ? KvStore.delete(key)
-                : KvStore.increment(key)
-              const forked = yield* Deferred.make<Fiber.RuntimeFiber<unknown, KvStore.KvError>>()
-              yield* KvStore.update(key, () =>
-                Effect.gen(function*() {
-                  const fiber = yield* fork(Effect.zipRight(Deferred.await(updateReturned), write))
-                  yield* Deferred.succeed(forked, fiber)
-                  return bytes("1")
-                }))
-              yield* Deferred.succeed(updateReturned, undefined)
-              const fiber = yield* Deferred.await(forked)
-              const exit = yield* within(5_000, `${op} from the forked fiber (waiting on an ended update?)`, Fiber.await(fiber))
-              assert.isTrue(
-                Exit.isSuccess(exit),
-                `the forked fiber's ${op} failed: ${Exit.isFailure(exit) ? Cause.pretty(exit.cause) : ""}`
-              )
-              const result = (exit as Exit.Success<unknown, never>).value
-              switch (op) {
-                case "set":
-                  assert.strictEqual(yield* read(key), "from the fork")
-                  break
-                case "update":
-                  assert.strictEqual(yield* read(key), "1+fork")
-                  break
-                case "delete":
-                  assert.isTrue(result, "delete saw no live entry")
-                  assert.strictEqual(yield* read(key), undefined)
-                  break
-                case "increment":
-                  assert.strictEqual(result, 2)
-                  assert.strictEqual(yield* read(key), "2")
-              }
-              // and the key is free for everyone afterwards
-              yield* within(5_000, "update after the fork's write", KvStore.update(key, () => Effect.succeed(bytes("last"))))
-              assert.strictEqual(yield* read(key), "last")
-            }))
+          for (const meanwhile of ["free", "held by another update"] as const) {
+            const title = meanwhile === "free"
+              ? `a fiber forked (${forkName}) inside update(A) may ${op} A once the update has ended`
+              : `a fiber forked (${forkName}) inside update(A) waits, not refused, to ${op} A while a later update holds A`
+            it.effect(title, () =>
+              Effect.gen(function*() {
+                const key = freshPrefix() + "A"
+                yield* KvStore.set(key, bytes("0"))
+                const updateReturned = yield* Deferred.make<void>()
+                const write: Effect.Effect<unknown, KvStore.KvError, KvStore.KvStore> = op === "set"
+                  ? KvStore.set(key, bytes("from the fork"))
+                  : op === "update"
+                  ? KvStore.update(key, (current) => Effect.succeed(bytes(`${text(Option.getOrThrow(current))}+fork`)))
+                  : op === "delete"
+                  ? KvStore.delete(key)
+                  : KvStore.increment(key)
+                const forked = yield* Deferred.make<Fiber.RuntimeFiber<unknown, KvStore.KvError>>()
+                yield* KvStore.update(key, () =>
+                  Effect.gen(function*() {
+                    const fiber = yield* fork(Effect.zipRight(Deferred.await(updateReturned), write))
+                    yield* Deferred.succeed(forked, fiber)
+                    return bytes("1")
+                  }))
+                const fiber = yield* Deferred.await(forked)
+                let before = "1"
+                if (meanwhile === "free") {
+                  yield* Deferred.succeed(updateReturned, undefined)
+                } else {
+                  // an unrelated update of A: the fork's old hold must not count as this one
+                  const secondStarted = yield* Deferred.make<void>()
+                  const releaseSecond = yield* Deferred.make<void>()
+                  const second = yield* Effect.fork(KvStore.update(key, () =>
+                    Deferred.succeed(secondStarted, undefined).pipe(
+                      Effect.zipRight(Deferred.await(releaseSecond)),
+                      Effect.as(bytes("5"))
+                    )))
+                  yield* Deferred.await(secondStarted)
+                  yield* Deferred.succeed(updateReturned, undefined)
+                  for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+                  yield* sleepReal(30)
+                  const early = yield* Fiber.poll(fiber)
+                  assert.isTrue(
+                    Option.isNone(early),
+                    `the fork's ${op} did not wait for the update in flight: ${
+                      Option.isSome(early) && Exit.isFailure(early.value) ? Cause.pretty(early.value.cause) : "it finished"
+                    }`
+                  )
+                  yield* Deferred.succeed(releaseSecond, undefined)
+                  yield* Fiber.join(second)
+                  before = "5"
+                }
+                const exit = yield* within(5_000, `${op} from the forked fiber (waiting on an ended update?)`, Fiber.await(fiber))
+                assert.isTrue(
+                  Exit.isSuccess(exit),
+                  `the forked fiber's ${op} failed: ${Exit.isFailure(exit) ? Cause.pretty(exit.cause) : ""}`
+                )
+                const result = (exit as Exit.Success<unknown, never>).value
+                switch (op) {
+                  case "set":
+                    assert.strictEqual(yield* read(key), "from the fork")
+                    break
+                  case "update":
+                    assert.strictEqual(yield* read(key), `${before}+fork`)
+                    break
+                  case "delete":
+                    assert.isTrue(result, "delete saw no live entry")
+                    assert.strictEqual(yield* read(key), undefined)
+                    break
+                  case "increment":
+                    assert.strictEqual(result, Number(before) + 1)
+                    assert.strictEqual(yield* read(key), String(Number(before) + 1))
+                }
+                // and the key is free for everyone afterwards
+                yield* within(5_000, "update after the fork's write", KvStore.update(key, () => Effect.succeed(bytes("last"))))
+                assert.strictEqual(yield* read(key), "last")
+              }))
+          }
         }
       }
     })
