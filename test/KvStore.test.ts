@@ -207,8 +207,16 @@ describe("valueProblem", () => {
     const detached = new Uint8Array([1, 2, 3])
     structuredClone(detached.buffer, { transfer: [detached.buffer] })
     assert.strictEqual(detached.byteLength, 0, "the fixture is detached")
+    // a resizable buffer (ES2024, in Node 20) shrunk below its view
+    const resizable = new (ArrayBuffer as unknown as new(n: number, o: { maxByteLength: number }) => ArrayBuffer)(8, {
+      maxByteLength: 16
+    })
+    const outOfBounds = new Uint8Array(resizable, 4, 4)
+    ;(resizable as unknown as { resize(n: number): void }).resize(2)
+    assert.throws(() => new Uint8Array(outOfBounds), undefined, undefined, "the fixture cannot be copied")
     const refused: ReadonlyArray<readonly [string, unknown]> = [
       ["a detached Uint8Array", detached],
+      ["a view past the end of its shrunk resizable buffer", outOfBounds],
       ["a Proxy of a Uint8Array", new Proxy(new Uint8Array([1]), {})],
       ["Object.create(Uint8Array.prototype)", Object.create(Uint8Array.prototype)],
       ["an Int8Array", new Int8Array([1])],

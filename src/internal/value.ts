@@ -9,12 +9,14 @@ const typedArrayProto = Object.getPrototypeOf(Uint8Array.prototype) as object
 const getter = (name: PropertyKey) => Object.getOwnPropertyDescriptor(typedArrayProto, name)!.get!
 const typedArrayName = getter(Symbol.toStringTag) as (this: unknown) => string | undefined
 const byteLengthOf = getter("byteLength") as (this: Uint8Array) => number
-const bufferOf = getter("buffer") as (this: Uint8Array) => ArrayBufferLike
 
-/** A buffer whose memory was transferred away: any view of it throws. */
-const isDetached = (buffer: ArrayBufferLike): boolean => {
+/**
+ * A view reads as empty when its buffer was transferred away (detached) or
+ * shrunk below it (a resizable buffer): copying it then throws.
+ */
+const cannotCopy = (view: Uint8Array): boolean => {
   try {
-    new Uint8Array(buffer, 0, 0)
+    new Uint8Array(view)
     return false
   } catch {
     return true
@@ -27,8 +29,8 @@ export const valueProblem = (value: unknown): string | undefined => {
     return `a value must be a Uint8Array, got ${describeKind(value)}`
   }
   const size = byteLengthOf.call(value as Uint8Array)
-  if (size === 0 && isDetached(bufferOf.call(value as Uint8Array))) {
-    return "a value must not be a detached Uint8Array (its buffer was transferred)"
+  if (size === 0 && cannotCopy(value as Uint8Array)) {
+    return "a value must not be a detached Uint8Array (its buffer was transferred or shrunk)"
   }
   if (size > MAX_VALUE_BYTES) return `a value must be at most ${MAX_VALUE_BYTES} bytes (64 MiB), got ${size}`
   return undefined
