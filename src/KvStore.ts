@@ -9,10 +9,13 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import { dual } from "effect/Function"
 import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as front from "./internal/front.js"
 import * as keyedLock from "./internal/keyedLock.js"
+import * as prefixedView from "./internal/prefixed.js"
 
 /**
  * What every backend offers. Values are bytes; keys are strings of 1 to 2048
@@ -61,6 +64,43 @@ export interface Service {
   timeToLive(key: string): Effect.Effect<Option.Option<Duration.Duration>, NotFound | KvError>
   /** Replaces a live entry's expiry, keeping its value; `true` when the key was live. */
   expire(key: string, ttl?: Duration.DurationInput): Effect.Effect<boolean, KvError>
+
+  /**
+   * The live values of `keys`, one `Option` per key in input order (duplicates
+   * allowed). Every key is checked first; an empty input is `[]` without I/O.
+   */
+  getMany(keys: Iterable<string>): Effect.Effect<ReadonlyArray<Option.Option<Uint8Array>>, KvError>
+  /**
+   * Writes every entry with `ttl`, all or nothing; when a key appears twice
+   * the last value wins. Every key and value is checked before anything is written.
+   */
+  setMany(entries: Iterable<readonly [key: string, value: Uint8Array]>, ttl?: Duration.DurationInput): Effect.Effect<void, KvError>
+  /** Removes `keys`; how many live entries were removed. */
+  deleteMany(keys: Iterable<string>): Effect.Effect<number, KvError>
+  /**
+   * Removes the live keys starting with `prefix` (`""`: all), in bounded
+   * batches; how many were removed. Keys written meanwhile may survive.
+   */
+  deletePrefix(prefix: string): Effect.Effect<number, KvError>
+  /** How many live keys start with `prefix` (`""`: all). */
+  count(prefix: string): Effect.Effect<number, KvError>
+  /**
+   * The live keys starting with `prefix`, in code point order, read lazily one
+   * page (`batchSize`, default 1000) at a time. A key live and unchanged for
+   * the whole stream appears exactly once; never a duplicate, never a step back.
+   */
+  streamKeys(prefix: string, options?: StreamOptions): Stream.Stream<string, KvError>
+  /** Like `streamKeys`, with each key's value. */
+  streamEntries(prefix: string, options?: StreamOptions): Stream.Stream<readonly [key: string, value: Uint8Array], KvError>
+}
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface StreamOptions {
+  /** Keys read per round trip: a positive integer, default 1000. */
+  readonly batchSize?: number | undefined
 }
 
 /**
@@ -235,6 +275,43 @@ export interface Driver {
     | ((key: string, by: number, ttl: number | undefined) => Effect.Effect<number, DriverError>)
     | undefined
   readonly expire?: ((key: string, ttl: number | undefined) => Effect.Effect<boolean, DriverError>) | undefined
+
+  /**
+   * Up to `limit` live keys starting with `prefix` (`""`: all) and greater than
+   * `after` (when given), ascending by code point: the page primitive of
+   * `streamKeys`, `count` and `deletePrefix`. Fewer than `limit` only when no
+   * more keys follow. Cost should follow the page, not the store's size.
+   */
+  readonly keysPage: (
+    prefix: string,
+    after: string | undefined,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<string>, DriverError>
+  /** Like `keysPage`, with the values; by default `keysPage` then `getMany` (keys gone meanwhile are left out). */
+  readonly entriesPage?:
+    | ((
+      prefix: string,
+      after: string | undefined,
+      limit: number
+    ) => Effect.Effect<ReadonlyArray<readonly [string, Uint8Array]>, DriverError>)
+    | undefined
+  /** Distinct keys (at least one) → one answer per key, in the same order. */
+  readonly getMany?: ((keys: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Option.Option<Uint8Array>>, DriverError>) | undefined
+  /**
+   * Distinct keys (at least one), sorted by code point; all or nothing. Without
+   * it the front writes the entries one by one with `set`, which is all or
+   * nothing only as far as the checks go: a backend failure half-way leaves the
+   * entries before it written.
+   */
+  readonly setMany?:
+    | ((entries: ReadonlyArray<readonly [string, Uint8Array]>, ttl: number | undefined) => Effect.Effect<void, DriverError>)
+    | undefined
+  /** Distinct keys (at least one), sorted by code point → live entries removed. */
+  readonly deleteMany?: ((keys: ReadonlyArray<string>) => Effect.Effect<number, DriverError>) | undefined
+  /** Live entries removed, in bounded batches. Without it: `keysPage` then `deleteMany`, page by page. */
+  readonly deletePrefix?: ((prefix: string) => Effect.Effect<number, DriverError>) | undefined
+  /** Live keys under `prefix`. Without it: `keysPage`, page by page. */
+  readonly count?: ((prefix: string) => Effect.Effect<number, DriverError>) | undefined
 }
 
 /**
@@ -384,3 +461,74 @@ export const timeToLive = (
  */
 export const expire = (key: string, ttl?: Duration.DurationInput): Effect.Effect<boolean, KvError, KvStore> =>
   Effect.flatMap(KvStore, (store) => store.expire(key, ttl))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const getMany = (keys: Iterable<string>): Effect.Effect<ReadonlyArray<Option.Option<Uint8Array>>, KvError, KvStore> =>
+  Effect.flatMap(KvStore, (store) => store.getMany(keys))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const setMany = (
+  entries: Iterable<readonly [key: string, value: Uint8Array]>,
+  ttl?: Duration.DurationInput
+): Effect.Effect<void, KvError, KvStore> => Effect.flatMap(KvStore, (store) => store.setMany(entries, ttl))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const deleteMany = (keys: Iterable<string>): Effect.Effect<number, KvError, KvStore> =>
+  Effect.flatMap(KvStore, (store) => store.deleteMany(keys))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const deletePrefix = (prefix: string): Effect.Effect<number, KvError, KvStore> =>
+  Effect.flatMap(KvStore, (store) => store.deletePrefix(prefix))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const count = (prefix: string): Effect.Effect<number, KvError, KvStore> =>
+  Effect.flatMap(KvStore, (store) => store.count(prefix))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const streamKeys = (prefix: string, options?: StreamOptions): Stream.Stream<string, KvError, KvStore> =>
+  Stream.unwrap(Effect.map(KvStore, (store) => store.streamKeys(prefix, options)))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const streamEntries = (
+  prefix: string,
+  options?: StreamOptions
+): Stream.Stream<readonly [key: string, value: Uint8Array], KvError, KvStore> =>
+  Stream.unwrap(Effect.map(KvStore, (store) => store.streamEntries(prefix, options)))
+
+/**
+ * A namespace view of a store: every operation works under `prefix`; `keys`,
+ * `streamKeys` and `streamEntries` return keys without it; `count("")` and
+ * `deletePrefix("")` stay inside it; errors name the view's keys; `cleanup`
+ * stays store-wide. Views nest. Both the view's key and the full key
+ * (`prefix` + key) must be valid keys. `prefixed(store, "")` is `store`
+ * itself; an invalid prefix gives a view whose every operation fails with
+ * `KvError` (`InvalidArgument`).
+ *
+ * @since 0.2.0
+ * @category combinators
+ */
+export const prefixed: {
+  (prefix: string): (self: Service) => Service
+  (self: Service, prefix: string): Service
+} = dual(2, (self: Service, prefix: string): Service => prefixedView.prefixed(self, prefix))

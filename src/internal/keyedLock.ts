@@ -19,6 +19,7 @@ import { globalValue } from "effect/GlobalValue"
 
 /** One hold of a lock; `next` links the holds the fiber was already inside. */
 interface Hold {
+  readonly key: string
   readonly next: Hold | undefined
 }
 
@@ -53,6 +54,8 @@ export interface KeyedLock {
   readonly isLocked: (key: string) => boolean
   /** Whether the current fiber runs inside the hold of `key` that is running now. */
   readonly heldByCurrentFiber: (key: string) => Effect.Effect<boolean>
+  /** The keys whose running holds the current fiber is inside (for writes that cannot name their keys up front). */
+  readonly keysHeldByCurrentFiber: Effect.Effect<ReadonlyArray<string>>
   /** Runs `effect` holding the lock of `key`, waiting interruptibly; interruption never leaves a lock behind. */
   readonly withLock: <A, E, R>(key: string, effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 }
@@ -98,7 +101,7 @@ export const makeKeyedLock = (): KeyedLock => {
   /** Runs `body` as the holder of `lock`, marked in the fiber's holds; releases whatever happens. */
   const hold = <A, E, R>(fiber: FiberWithRefs, key: string, lock: Lock, body: Effect.Effect<A, E, R>) => {
     const outer = fiber.getFiberRef(currentHolds)
-    const mine: Hold = { next: outer }
+    const mine: Hold = { key, next: outer }
     lock.holder = mine
     fiber.setFiberRef(currentHolds, mine)
     return Effect.ensuring(
@@ -134,5 +137,13 @@ export const makeKeyedLock = (): KeyedLock => {
       return false
     })
 
-  return { isLocked: (key) => locks.has(key), heldByCurrentFiber, withLock }
+  const keysHeldByCurrentFiber: Effect.Effect<ReadonlyArray<string>> = Effect.map(FiberRef.get(currentHolds), (holds) => {
+    const keys: Array<string> = []
+    for (let hold = holds; hold !== undefined; hold = hold.next) {
+      if (locks.get(hold.key)?.holder === hold) keys.push(hold.key)
+    }
+    return keys
+  })
+
+  return { isLocked: (key) => locks.has(key), heldByCurrentFiber, keysHeldByCurrentFiber, withLock }
 }

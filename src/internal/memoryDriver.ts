@@ -5,15 +5,23 @@
  *
  * Every write checks the key's lock and writes in the same synchronous step,
  * so no write can land between an update's read and its write; a write of a
- * locked key waits for the lock (see `KvStore.Driver`).
+ * locked key waits for the lock (see `KvStore.Driver`). A batch checks all its
+ * keys in one step; when one is locked it takes all their locks in code point
+ * order (the order every batch uses, so batches never deadlock) and writes
+ * once it holds them all.
+ *
+ * Listings (`keys`, `count`, stream pages) read an ordered index of the keys,
+ * built the first time one is asked for and kept up to date by every write
+ * after that: a store that never lists keys pays nothing for it.
  */
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type { Driver, Entry as LiveEntry, Write } from "../KvStore.js"
 import { DriverError } from "../KvStore.js"
 import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "./counter.js"
-import { compareCodePoints } from "./key.js"
 import { makeKeyedLock } from "./keyedLock.js"
+import { makeOrderedIndex } from "./orderedIndex.js"
+import type { OrderedIndex } from "./orderedIndex.js"
 
 interface Entry {
   readonly value: Uint8Array
@@ -48,6 +56,10 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
   const map = new Map<string, Entry>()
   const lock = makeKeyedLock()
   const trackUse = maxEntries !== undefined
+  /** The keys in code point order, from the first listing on. */
+  let index: OrderedIndex | undefined
+
+  const ordered = (): OrderedIndex => (index ??= makeOrderedIndex(map.keys()))
 
   /** Moves `key` to the most-recently-used end (Map iteration order is insertion order). */
   const touch = (key: string, entry: Entry): void => {
@@ -56,10 +68,23 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
     map.set(key, entry)
   }
 
+  const remove = (key: string): boolean => {
+    if (!map.delete(key)) return false
+    index?.remove(key)
+    return true
+  }
+
   const put = (key: string, entry: Entry): void => {
-    if (trackUse && !map.delete(key) && map.size >= maxEntries) {
-      const oldest = map.keys().next()
-      if (oldest.done !== true) map.delete(oldest.value)
+    if (trackUse) {
+      if (!map.delete(key)) {
+        if (map.size >= maxEntries) {
+          const oldest = map.keys().next()
+          if (oldest.done !== true) remove(oldest.value)
+        }
+        index?.add(key)
+      }
+    } else if (index !== undefined && !map.has(key)) {
+      index.add(key)
     }
     map.set(key, entry)
   }
@@ -84,6 +109,48 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
           : Effect.succeed(step(clock.unsafeCurrentTimeMillis()))
       )
     )
+
+  /**
+   * A write of several keys (distinct, sorted by code point): the lock checks
+   * and `step` in one synchronous step; when one of them is locked, `step`
+   * runs holding all their locks, taken in order.
+   */
+  const batchStep = <A>(sortedKeys: ReadonlyArray<string>, step: (now: number) => A): Effect.Effect<A> =>
+    Effect.clockWith((clock) =>
+      Effect.suspend(() =>
+        sortedKeys.some(lock.isLocked)
+          ? sortedKeys.reduceRight(
+            (inner: Effect.Effect<A>, key) => lock.withLock(key, inner),
+            Effect.sync(() => step(clock.unsafeCurrentTimeMillis()))
+          )
+          : Effect.succeed(step(clock.unsafeCurrentTimeMillis()))
+      )
+    )
+
+  /** Removes `key`; whether its entry was live. */
+  const deleteLive = (key: string, now: number): boolean => {
+    const entry = map.get(key)
+    if (entry === undefined) return false
+    remove(key)
+    return isLive(entry, now)
+  }
+
+  /** Up to `limit` live entries under `prefix` after `after`, ascending, as `f` makes them. */
+  const livePage = <A>(
+    prefix: string,
+    after: string | undefined,
+    limit: number,
+    now: number,
+    f: (key: string, entry: Entry) => A
+  ): Array<A> => {
+    const page: Array<A> = []
+    ordered().scan(prefix, after, (key) => {
+      const entry = map.get(key)!
+      if (isLive(entry, now)) page.push(f(key, entry))
+      return page.length < limit
+    })
+    return page
+  }
 
   const read = <A>(f: (now: number) => A): Effect.Effect<A> =>
     Effect.clockWith((clock) => Effect.sync(() => f(clock.unsafeCurrentTimeMillis())))
@@ -140,7 +207,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
           if (next.done === true) return true
           const [key, entry] = next.value
           if (!isLive(entry, now)) {
-            map.delete(key)
+            remove(key)
             removed++
           }
           if (i % SWEEP_CHECK_EVERY === 0 && performance.now() - started >= SWEEP_SLICE_MILLIS) return false
@@ -159,21 +226,50 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
     lock,
     get,
     set: (key, value, ttl) => writeStep(key, (now) => put(key, { value, expiresAt: expiryAt(now, ttl) })),
-    delete: (key) =>
-      writeStep(key, (now) => {
-        const entry = map.get(key)
-        if (entry === undefined) return false
-        map.delete(key)
-        return isLive(entry, now)
-      }),
+    delete: (key) => writeStep(key, (now) => deleteLive(key, now)),
     modify,
     keys: (prefix) =>
       read((now) => {
         const found: Array<string> = []
-        for (const [key, entry] of map) {
-          if (key.startsWith(prefix) && isLive(entry, now)) found.push(key)
+        ordered().scan(prefix, undefined, (key) => {
+          if (isLive(map.get(key)!, now)) found.push(key)
+          return true
+        })
+        return found
+      }),
+    keysPage: (prefix, after, limit) => read((now) => livePage(prefix, after, limit, now, (key) => key)),
+    entriesPage: (prefix, after, limit) =>
+      read((now) => livePage(prefix, after, limit, now, (key, entry) => [key, entry.value] as const)),
+    count: (prefix) =>
+      read((now) => {
+        let n = 0
+        if (prefix === "") {
+          for (const entry of map.values()) if (isLive(entry, now)) n++
+        } else {
+          ordered().scan(prefix, undefined, (key) => {
+            if (isLive(map.get(key)!, now)) n++
+            return true
+          })
         }
-        return found.sort(compareCodePoints)
+        return n
+      }),
+    getMany: (keys) =>
+      read((now) =>
+        keys.map((key) => {
+          const entry = live(key, now)
+          return entry === undefined ? Option.none() : Option.some(entry.value)
+        })
+      ),
+    setMany: (entries, ttl) =>
+      batchStep(entries.map(([key]) => key), (now) => {
+        const expiresAt = expiryAt(now, ttl)
+        for (const [key, value] of entries) put(key, { value, expiresAt })
+      }),
+    deleteMany: (keys) =>
+      batchStep(keys, (now) => {
+        let n = 0
+        for (const key of keys) if (deleteLive(key, now)) n++
+        return n
       }),
     cleanup: sweepExpired,
     has: (key) => read((now) => map.has(key) && isLive(map.get(key)!, now)),

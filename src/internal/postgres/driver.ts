@@ -18,6 +18,38 @@ import type { Statements } from "./sql.js"
 /** Rows deleted per cleanup statement. */
 export const CLEANUP_BATCH = 1000
 
+/** Keys per statement of getMany, setMany and deleteMany, and rows per deletePrefix batch. */
+export const BATCH = 1000
+
+/** Bytes of values per setMany statement (sent as hex text, so twice that): a larger batch takes more statements. */
+const BATCH_BYTES = 32 * 1024 * 1024
+
+interface Hashed {
+  readonly key: string
+  readonly hash: bigint
+}
+
+const byHash = (a: Hashed, b: Hashed): number => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0)
+
+/** Consecutive slices of at most `BATCH` items and (with `size`) about `BATCH_BYTES` bytes. */
+const chunksOf = <A>(items: ReadonlyArray<A>, size?: (item: A) => number): Array<Array<A>> => {
+  const chunks: Array<Array<A>> = []
+  let chunk: Array<A> = []
+  let bytes = 0
+  for (const item of items) {
+    const itemBytes = size === undefined ? 0 : size(item)
+    if (chunk.length >= BATCH || (chunk.length > 0 && bytes + itemBytes > BATCH_BYTES)) {
+      chunks.push(chunk)
+      chunk = []
+      bytes = 0
+    }
+    chunk.push(item)
+    bytes += itemBytes
+  }
+  if (chunk.length > 0) chunks.push(chunk)
+  return chunks
+}
+
 /** What went wrong, in words: node-postgres puts the server's message in the cause. */
 const describeSqlError = (error: SqlError): string => {
   const cause = error.cause
@@ -187,6 +219,113 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     )
   }
 
+  const getMany = (keys: ReadonlyArray<string>) =>
+    backend(
+      Effect.forEach(chunksOf(keys), (chunk) => run(statements.getMany, [chunk]), { concurrency: 1 })
+    ).pipe(
+      Effect.flatMap((results) => {
+        const found = new Map<string, Row>()
+        for (const rows of results) for (const row of rows) found.set(String(row["key"]), row)
+        return Effect.forEach(keys, (key) => {
+          const row = found.get(key)
+          return row === undefined ? Effect.succeedNone : Effect.map(bytesOf(row), Option.some)
+        })
+      })
+    )
+
+  /**
+   * All or nothing: one statement for up to `BATCH` keys, else one transaction
+   * (or the caller's) over several. Every statement takes its keys' locks in
+   * key_hash order, and the entries are split in that order, so a transaction
+   * of several statements also takes its locks in one ascending order.
+   */
+  const setMany = (entries: ReadonlyArray<readonly [string, Uint8Array]>, ttl: number | undefined) => {
+    const sorted = entries.map(([key, value]) => ({ key, value, hash: keyHash(key) })).sort(byHash)
+    const chunks = chunksOf(sorted, (entry) => entry.value.length)
+    const statement = (chunk: ReadonlyArray<Hashed & { readonly value: Uint8Array }>) =>
+      run(statements.setMany, [
+        chunk.map((e) => e.hash.toString()),
+        chunk.map((e) => e.key),
+        chunk.map((e) => e.value),
+        ttlParam(ttl)
+      ])
+    if (chunks.length === 1) return backend(Effect.asVoid(statement(chunks[0]!)))
+    const all = Effect.forEach(chunks, statement, { discard: true })
+    return backend(
+      Effect.flatMap(liveTransaction, (transaction) =>
+        Option.isSome(transaction) ? sql.withTransaction(all) : inTransaction("BEGIN", all))
+    )
+  }
+
+  /**
+   * Per statement of up to `BATCH` keys, like `delete`: at once when no update
+   * of any of them is in flight, else in a transaction that waits for their
+   * locks first. Not all or nothing across statements (nor promised to be).
+   */
+  const deleteMany = (keys: ReadonlyArray<string>) => {
+    const sorted = keys.map((key) => ({ key, hash: keyHash(key) })).sort(byHash)
+    return backend(
+      Effect.reduce(chunksOf(sorted), 0, (total, chunk) => {
+        const hashes = chunk.map((e) => e.hash.toString())
+        const chunkKeys = chunk.map((e) => e.key)
+        return run(statements.deleteManyIfFree, [hashes, chunkKeys]).pipe(
+          Effect.flatMap((rows) =>
+            rows[0]?.["free"] === true ? Effect.succeed(rows) : Effect.flatMap(liveTransaction, (transaction) =>
+              Option.isSome(transaction)
+                ? Effect.zipRight(run(statements.lockKeys, [hashes]), run(statements.deleteManyLocked, [chunkKeys]))
+                : inTransaction(
+                  statements.beginAndLockMany(chunk.map((e) => e.hash)),
+                  run(statements.deleteManyLocked, [chunkKeys])
+                ))
+          ),
+          Effect.map((rows) => total + Number(rows[0]?.["deleted"] ?? 0))
+        )
+      })
+    )
+  }
+
+  /** The statements for `prefix`'s range and their leading parameters. */
+  const rangeOf = (prefix: string) => {
+    const upper = prefix === "" ? undefined : prefixUpperBound(prefix)
+    return upper === undefined
+      ? { ranged: statements.ranged.withoutUpper, params: [prefix] }
+      : { ranged: statements.ranged.withUpper, params: [prefix, upper] }
+  }
+
+  /**
+   * Batch after batch of up to `BATCH` live keys in key order (keyset), each one
+   * statement that waits for the locks of its keys (in key_hash order) and
+   * deletes them: never more than `BATCH` rows and locks held at once, and an
+   * update in flight is waited for, then its result deleted — never skipped.
+   */
+  const deletePrefix = (prefix: string) => {
+    const { params, ranged } = rangeOf(prefix)
+    const loop = (after: string, total: number): Effect.Effect<number, SqlError> =>
+      Effect.flatMap(run(ranged.deletePrefixBatch, [...params, after, BATCH]), (rows) => {
+        const row = rows[0]
+        const n = total + Number(row?.["n"] ?? 0)
+        return Number(row?.["seen"] ?? 0) >= BATCH && typeof row?.["last"] === "string" ? loop(row["last"], n) : Effect.succeed(n)
+      })
+    return backend(loop("", 0))
+  }
+
+  const count = (prefix: string) => {
+    const { params, ranged } = rangeOf(prefix)
+    return backend(Effect.map(run(ranged.count, params), (rows) => Number(rows[0]?.["n"] ?? 0)))
+  }
+
+  const keysPage = (prefix: string, after: string | undefined, limit: number) => {
+    const { params, ranged } = rangeOf(prefix)
+    return backend(Effect.map(run(ranged.keysPage, [...params, after ?? "", limit]), (rows) => rows.map((row) => String(row["key"]))))
+  }
+
+  const entriesPage = (prefix: string, after: string | undefined, limit: number) => {
+    const { params, ranged } = rangeOf(prefix)
+    return backend(run(ranged.entriesPage, [...params, after ?? "", limit])).pipe(
+      Effect.flatMap((rows) => Effect.forEach(rows, (row) => Effect.map(bytesOf(row), (value) => [String(row["key"]), value] as const)))
+    )
+  }
+
   return {
     name: "PostgreSQL",
     get,
@@ -207,6 +346,13 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     setIfAbsent: (key, value, ttl) =>
       backend(Effect.map(run(statements.setIfAbsent, [hashOf(key), key, value, ttlParam(ttl)]), (rows) => rows.length > 0)),
     increment,
-    expire
+    expire,
+    getMany,
+    setMany,
+    deleteMany,
+    deletePrefix,
+    count,
+    keysPage,
+    entriesPage
   }
 }

@@ -94,6 +94,46 @@ export interface Statements {
   readonly sweepBatch: string
   /** BEGIN and the key's lock in one round trip (the hash is our own integer, not user text) */
   readonly beginAndLock: (hash: bigint) => string
+
+  /** $1 keys text[] → key, value (null when too large to read safely), size; live rows only */
+  readonly getMany: string
+  /**
+   * $1 key_hashes bigint[], $2 keys text[], $3 values bytea[], $4 ttl ms or null: takes the keys' locks in
+   * key_hash order, then upserts; the keys must be distinct
+   */
+  readonly setMany: string
+  /** $1 key_hashes bigint[], $2 keys text[] → free, deleted; deletes only when no update of any key is in flight */
+  readonly deleteManyIfFree: string
+  /** $1 keys text[] → deleted; inside a transaction holding the keys' locks */
+  readonly deleteManyLocked: string
+  /** $1 key_hashes bigint[]: their locks in key_hash order, until the transaction ends */
+  readonly lockKeys: string
+  /** BEGIN and the keys' locks in key_hash order, in one round trip (our own integers, not user text) */
+  readonly beginAndLockMany: (hashes: ReadonlyArray<bigint>) => string
+  /** Statements over the keys starting with a prefix, by whether the prefix has an upper bound */
+  readonly ranged: {
+    readonly withUpper: RangedStatements
+    readonly withoutUpper: RangedStatements
+  }
+}
+
+/**
+ * Statements over a key range. Their first parameters are the prefix and,
+ * `withUpper`, its upper bound ($1, $2); `next` is the number of the next one.
+ */
+export interface RangedStatements {
+  readonly next: number
+  /** → n */
+  readonly count: string
+  /** $next key after (`""`: from the start), $next+1 limit → key */
+  readonly keysPage: string
+  /** $next after, $next+1 limit → key, value, size */
+  readonly entriesPage: string
+  /**
+   * $next after, $next+1 limit → seen, last, n: takes the locks of the next `limit` live keys in key_hash
+   * order, then deletes them (the ones still live); `seen` keys were looked at, the last being `last`
+   */
+  readonly deletePrefixBatch: string
 }
 
 /** The largest value read back (64 MiB): anything larger was not written by effect-kv and is refused, not read. */
@@ -197,6 +237,61 @@ export const makeStatements = (options: {
       `d AS (DELETE FROM ${t} WHERE ctid = ANY(${expiredIds("(SELECT mine FROM g) AND ")}) ` +
       `AND expires_at <= now() RETURNING 1) ` +
       `SELECT g.mine AS mine, (SELECT count(*) FROM d)::int AS n FROM g`,
-    beginAndLock: (hash) => `BEGIN; SELECT pg_advisory_xact_lock(${BigInt.asIntN(64, hash).toString()})`
+    beginAndLock: (hash) => `BEGIN; SELECT pg_advisory_xact_lock(${BigInt.asIntN(64, hash).toString()})`,
+    getMany: `SELECT key, ${safeValue} FROM ${t} WHERE key = ANY($1::text[]) AND ${live("now()")}`,
+    setMany: `WITH l AS MATERIALIZED (${lockAll("pg_advisory_xact_lock", "unnest($1::bigint[])")}) ` +
+      `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
+      `SELECT u.h, u.k, u.v, ${expiry}, clock_timestamp() FROM l, unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(h, k, v) ` +
+      upsertTail,
+    // like deleteIfFree: a statement that waited for a lock would not see what the holder committed
+    deleteManyIfFree: `WITH l AS MATERIALIZED (${tryLockAll("unnest($1::bigint[])")}), ` +
+      `d AS (DELETE FROM ${t} t USING l WHERE l.free AND t.key = ANY($2::text[]) AND ${live("now()", "t.")} RETURNING 1) ` +
+      `SELECT l.free AS free, (SELECT count(*) FROM d)::int AS deleted FROM l`,
+    deleteManyLocked: `WITH d AS (DELETE FROM ${t} WHERE key = ANY($1::text[]) AND ${live("clock_timestamp()")} RETURNING 1) ` +
+      `SELECT count(*)::int AS deleted FROM d`,
+    lockKeys: lockAll("pg_advisory_xact_lock", "unnest($1::bigint[])"),
+    beginAndLockMany: (hashes) =>
+      `BEGIN; ${
+        lockAll("pg_advisory_xact_lock", `unnest('{${hashes.map((h) => BigInt.asIntN(64, h).toString()).join(",")}}'::bigint[])`)
+      }`,
+    ranged: { withUpper: ranged(t, safeValue, true), withoutUpper: ranged(t, safeValue, false) }
+  }
+}
+
+/**
+ * `SELECT count(lock(h))` over the distinct hashes of `source` in ascending
+ * order: every statement that holds several keys' locks takes them in this one
+ * order, so no two of them wait for each other in a cycle. The subquery has an
+ * ORDER BY, so PostgreSQL does not flatten it: the locks are taken as the
+ * sorted rows arrive.
+ */
+const lockAll = (lock: string, source: string) =>
+  `SELECT count(${lock}(h))::int AS n FROM (SELECT DISTINCT h FROM ${source} AS u(h) ORDER BY h) s`
+
+/** Try-locks never wait; every one is tried (an aggregate does not stop early) and held until the statement's transaction ends. */
+const tryLockAll = (source: string) =>
+  `SELECT coalesce(bool_and(pg_try_advisory_xact_lock(h)), true) AS free FROM (SELECT DISTINCT h FROM ${source} AS u(h) ORDER BY h) s`
+
+const ranged = (t: string, safeValue: string, withUpper: boolean): RangedStatements => {
+  const range = `key >= $1::text COLLATE "C"${withUpper ? ` AND key < $2::text COLLATE "C"` : ""}`
+  const next = withUpper ? 3 : 2
+  const after = `$${next}::text COLLATE "C"`
+  const limit = `$${next + 1}::int`
+  const page = (columns: string) =>
+    `SELECT ${columns} FROM ${t} WHERE ${range} AND key > ${after} AND ${live("now()")} ` +
+    `ORDER BY key COLLATE "C" LIMIT ${limit}`
+  return {
+    next,
+    count: `SELECT count(*)::bigint AS n FROM ${t} WHERE ${range} AND ${live("now()")}`,
+    keysPage: page("key"),
+    entriesPage: page(`key, ${safeValue}`),
+    // The DELETE's snapshot predates the lock wait, but a row changed meanwhile is re-read at its latest
+    // version (and re-checked) before it is deleted. The locks' subquery gates the DELETE (a one-time
+    // filter), so no row is touched before every lock of the batch is held.
+    deletePrefixBatch: `WITH k AS MATERIALIZED (${page("key, key_hash")}), ` +
+      `l AS MATERIALIZED (${lockAll("pg_advisory_xact_lock", "(SELECT key_hash FROM k)")}), ` +
+      `d AS (DELETE FROM ${t} t USING k WHERE t.key = k.key AND (SELECT n FROM l) IS NOT NULL ` +
+      `AND ${live("now()", "t.")} RETURNING 1) ` +
+      `SELECT (SELECT count(*) FROM k)::int AS seen, (SELECT max(key) FROM k) AS last, (SELECT count(*) FROM d)::int AS n`
   }
 }
