@@ -290,7 +290,8 @@ const ranged = (t: string, safeValue: string, withUpper: boolean): RangedStateme
     // filter), so no row is touched before every lock of the batch is held.
     deletePrefixBatch: `WITH k AS MATERIALIZED (${page("key, key_hash")}), ` +
       `l AS MATERIALIZED (${lockAll("pg_advisory_xact_lock", "(SELECT key_hash FROM k)")}), ` +
-      `d AS (DELETE FROM ${t} t USING k WHERE t.key = k.key AND (SELECT n FROM l) IS NOT NULL ` +
+      // = ANY(ARRAY(...)): a primary-key lookup per key (a join with k would scan the whole table)
+      `d AS (DELETE FROM ${t} t WHERE t.key = ANY(ARRAY(SELECT key FROM k)) AND (SELECT n FROM l) IS NOT NULL ` +
       `AND ${live("now()", "t.")} RETURNING 1) ` +
       `SELECT (SELECT count(*) FROM k)::int AS seen, (SELECT max(key) FROM k) AS last, (SELECT count(*) FROM d)::int AS n`
   }
