@@ -114,6 +114,7 @@ import type { Service } from "../KvStore.js"
 import type { Options } from "../PostgresStore.js"
 import { keyHash } from "./hash.js"
 import { invalidKey, invalidPrefix } from "./key.js"
+import { checkTable } from "./postgres/tableCheck.js"
 import { makeRunner } from "./postgresRunner.js"
 import type { Row } from "./postgresRunner.js"
 import { invalidIdentifier, makeStatements, prefixUpperBound } from "./postgresSql.js"
@@ -417,6 +418,7 @@ export const layer = (options?: Options): Layer.Layer<KvStore, KvError, SqlClien
       const sql = yield* SqlClient.SqlClient
       const statements = makeStatements({ schema, table, unlogged: options.unlogged === true })
       if (options.createTable !== false) yield* createTable(sql, statements)
+      yield* checkTable(sql, { schema, table, unlogged: options.unlogged === true, createTable: options.createTable !== false })
       if (Option.isSome(interval)) {
         yield* sweep(sql, statements).pipe(
           Effect.tapErrorCause((cause) =>
