@@ -15,7 +15,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
-import { afterAll, beforeAll } from "vitest"
+import { afterAll, beforeAll, inject } from "vitest"
 
 const repo = fileURLToPath(new URL("..", import.meta.url))
 const run = promisify(execFile)
@@ -75,6 +75,13 @@ const program = Effect.gen(function*() {
   return new TextDecoder().decode(yield* KvStore.get("greeting"))
 })`
 
+/** The README's ```js blocks, in order: quick start, its CommonJS imports, the PostgreSQL quick start. */
+const readmeBlocks = async () =>
+  Array.from((await fs.readFile(path.join(repo, "README.md"), "utf8")).matchAll(/```js\n([\s\S]*?)```/g), (m) => m[1]!)
+
+/** What a quick start says it prints: its last line, `// <output>`. */
+const promisedOutput = (block: string) => block.trim().split("\n").at(-1)!.replace(/^\/\/ /, "")
+
 describe("packaging", () => {
   it("the tarball holds the builds, sources for the maps, README and LICENSE, and no tests", async () => {
     const installed = path.join(app, "node_modules", "effect-kv")
@@ -114,6 +121,37 @@ Effect.runPromise(program.pipe(Effect.provide(MemoryStoreModule.layer()))).then(
     assert.strictEqual(value, "hello")
     assert.strictEqual(same, "true")
     assert.match(resolved!, /\/node_modules\/effect-kv\/dist\/cjs\/index\.js$/)
+  })
+
+  it("the README's quick start runs verbatim as ESM and, with its require lines, as CommonJS", async () => {
+    const [quickStart, requires] = await readmeBlocks()
+    const imports = `import { Effect, Option } from "effect"\nimport { KvStore, MemoryStore } from "effect-kv"\n`
+    assert.include(quickStart!, imports)
+    await fs.writeFile(path.join(app, "quickstart.mjs"), quickStart!)
+    await fs.writeFile(path.join(app, "quickstart.cjs"), quickStart!.replace(imports, requires!))
+    const expected = promisedOutput(quickStart!)
+    assert.strictEqual(await node("quickstart.mjs"), expected)
+    assert.strictEqual(await node("quickstart.cjs"), expected)
+  })
+
+  it("the README's PostgreSQL quick start runs verbatim (with @effect/sql-pg added)", async () => {
+    const pgQuickStart = (await readmeBlocks())[2]!
+    assert.include(pgQuickStart, "PgClient.layerConfig")
+    // its own node_modules holds @effect/sql-pg; the rest resolves from the app's
+    const dir = path.join(app, "pg")
+    await fs.mkdir(path.join(dir, "node_modules", "@effect"), { recursive: true })
+    await fs.symlink(
+      await fs.realpath(path.join(repo, "node_modules", "@effect", "sql-pg")),
+      path.join(dir, "node_modules", "@effect", "sql-pg"),
+      "dir"
+    )
+    await fs.writeFile(path.join(dir, "pg-quickstart.mjs"), pgQuickStart)
+    const { stdout } = await run(process.execPath, ["pg-quickstart.mjs"], {
+      cwd: dir,
+      timeout: 30_000,
+      env: { ...process.env, DATABASE_URL: inject("databaseUrl") }
+    })
+    assert.strictEqual(stdout.trim(), promisedOutput(pgQuickStart))
   })
 
   it("every public module loads both ways; internal modules are not exported", async () => {
