@@ -71,10 +71,11 @@ const packageDir = (fromDir: string, name: string): string | undefined => {
   }
 }
 
-/** The first directory from `dir` up to `/` that others cannot enter, if any. */
+/** The first directory from `dir` up to `/` that others cannot enter (or that is missing), if any. */
 const closedToOthers = (dir: string): string | undefined => {
   for (let d = path.resolve(dir); ; d = path.dirname(d)) {
-    if ((fsSync.statSync(d).mode & 0o001) === 0) return d
+    const mode = fsSync.statSync(d, { throwIfNoEntry: false })?.mode ?? 0
+    if ((mode & 0o001) === 0) return d
     if (path.dirname(d) === d) return undefined
   }
 }
@@ -108,7 +109,7 @@ const embeddedPostgresFor = async (): Promise<{ EmbeddedPostgres: EmbeddedPostgr
   if (dataParent !== undefined) {
     throw unreachable(
       `the temporary directory ${os.tmpdir()}`,
-      `${dataParent} is closed to others`,
+      `${dataParent} is missing or closed to others`,
       "set TMPDIR to a directory others can enter, such as /tmp"
     )
   }
@@ -120,8 +121,9 @@ const embeddedPostgresFor = async (): Promise<{ EmbeddedPostgres: EmbeddedPostgr
   const closed = closedToOthers(binariesDir)
   if (closed === undefined) return { EmbeddedPostgres }
 
-  const copy = await fs.mkdtemp(path.join(os.tmpdir(), "effect-kv-pg-bin-"))
+  let copy: string | undefined
   try {
+    copy = await fs.mkdtemp(path.join(os.tmpdir(), "effect-kv-pg-bin-"))
     await fs.chmod(copy, 0o755)
     const modules = path.join(copy, "node_modules")
     await fs.cp(binariesDir, path.join(modules, binariesName), { recursive: true, verbatimSymlinks: true })
@@ -150,7 +152,7 @@ const embeddedPostgresFor = async (): Promise<{ EmbeddedPostgres: EmbeddedPostgr
     }
     return { EmbeddedPostgres: module.default, cleanup: copy }
   } catch (error) {
-    await fs.rm(copy, { recursive: true, force: true }).catch(() => undefined)
+    if (copy !== undefined) await fs.rm(copy, { recursive: true, force: true }).catch(() => undefined)
     throw unreachable(
       `the server binaries in ${binariesDir}`,
       `${closed} is closed to others, and copying them to ${os.tmpdir()} failed: ${
