@@ -410,7 +410,7 @@ export type SchemaStore<A, R = never> = schemaStore.SchemaStore<A, R>
  * function or encoding fails.
  *
  * @example
- * const users = KvStore.forSchema(store, User)   // or store.pipe(KvStore.forSchema(User))
+ * const users = KvStore.forSchema(store, User)   // or pipe(store, KvStore.forSchema(User))
  * yield* users.set("user/1", { id: "1", name: "Ada" })
  *
  * @since 0.2.0
