@@ -8,7 +8,11 @@
  * `KvStore.update` of the limiter's key. Their state carries a TTL, so an
  * idle key disappears from the store once forgetting it makes no difference:
  * a fixed-window counter when its window has elapsed, a token bucket once it
- * has refilled completely.
+ * has refilled completely. One difference remains: `layerStoreMemory` never
+ * forgets a bucket, so a full bucket keeps the refill phase of its first call
+ * forever, while a forgotten one starts a new phase at its next call; its
+ * next token may then come up to one refill period later (never earlier), so
+ * it never admits more than `layerStoreMemory` would.
  *
  * A subpath entry (`effect-kv/KvRateLimiter`): `@effect/experimental` is an
  * optional peer dependency, loaded only by those who import this module.
@@ -68,7 +72,11 @@ const storeError = (message: string, cause?: unknown) =>
 
 const isFiniteNumber = (u: unknown): u is number => typeof u === "number" && Number.isFinite(u)
 
-const parseState = <S>(key: string, bytes: Uint8Array, fields: readonly [string, string]): Effect.Effect<S, RateLimiter.RateLimitStoreError> => {
+const parseState = <S>(
+  key: string,
+  bytes: Uint8Array,
+  fields: readonly [string, string]
+): Effect.Effect<S, RateLimiter.RateLimitStoreError> => {
   try {
     const state: unknown = JSON.parse(decoder.decode(bytes))
     if (
