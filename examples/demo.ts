@@ -22,6 +22,9 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import { KvStore, MemoryStore, PostgresStore } from "effect-kv"
 import * as Counter from "./counter.js"
+import * as HttpRateLimit from "./httpRateLimit.js"
+import * as KeyValueStoreExample from "./keyValueStore.js"
+import * as PersistedCacheExample from "./persistedCache.js"
 import * as RateLimiter from "./rateLimiter.js"
 import * as SessionStore from "./sessionStore.js"
 import * as TypedStore from "./typedStore.js"
@@ -80,6 +83,23 @@ const examples = [
     r.invalid === undefined && "an invalid user was written",
     r.afterInvalid.logins !== 1 && "the refused write changed the stored user",
     r.corrupt === undefined && "corrupted bytes decoded"
+  ]),
+  example("PersistedCache (KvPersistence)", PersistedCacheExample.program, (r) => [
+    r.lookupsAfterFirst !== 1 && `the first get ran ${r.lookupsAfterFirst} lookups`,
+    r.lookupsAfterRestart !== 1 && "a fresh cache did not find the stored result",
+    !r.missingIsTypedFailure && "a missing user was not a typed failure",
+    r.lookupsAfterExpiry !== 3 && `after the TTL ${r.lookupsAfterExpiry} lookups in all, not 3`
+  ]),
+  example("RateLimiter (KvRateLimiter)", HttpRateLimit.program, (r) => [
+    r.ok !== 10 && `${r.ok} requests got 200, not 10`,
+    r.tooMany !== 5 && `${r.tooMany} requests got 429, not 5`,
+    r.otherClient !== 200 && "another client was limited too",
+    r.nextSecond !== 200 && "the client was still limited a second later"
+  ]),
+  example("KeyValueStore (KvKeyValueStore)", KeyValueStoreExample.program, (r) => [
+    r.visits !== 20 && `20 concurrent visits counted ${r.visits}`,
+    r.profileName !== "Ada" && "the typed profile did not read back",
+    r.size !== 2 && `size saw ${r.size} keys, not 2`
   ])
 ]
 

@@ -11,11 +11,13 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import type * as Option from "effect/Option"
+import type * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as front from "./internal/front.js"
 import * as keyedLock from "./internal/keyedLock.js"
 import * as prefixedView from "./internal/prefixed.js"
+import * as schemaStore from "./internal/schemaStore.js"
 
 /**
  * What every backend offers. Values are bytes; keys are strings of 1 to 2048
@@ -524,6 +526,31 @@ export const streamEntries = (
  * (`prefix` + key) must be valid keys. `prefixed(store, "")` is `store`
  * itself; an invalid prefix gives a view whose every operation fails with
  * `KvError` (`InvalidArgument`).
+// ---------------------------------------------------------------------------
+// Typed values
+// ---------------------------------------------------------------------------
+
+/**
+ * A view of a store whose values are `A`: `get`, `getOption`, `set`,
+ * `update`, `delete`, `has` and `keys` as on `Service`, with `ParseError`
+ * added where a value is encoded or decoded.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type SchemaStore<A, R = never> = schemaStore.SchemaStore<A, R>
+
+/**
+ * Typed values over a store: each value is stored as the JSON of the schema's
+ * encoded form, in UTF-8. A value that does not encode is refused with a
+ * `ParseError` and nothing is written; stored bytes that are not UTF-8, not
+ * JSON or not of the schema's shape are a `ParseError`, never a defect.
+ * `update` is atomic (`Service.update`): nothing is written if decoding, the
+ * function or encoding fails.
+ *
+ * @example
+ * const users = KvStore.forSchema(store, User)   // or pipe(store, KvStore.forSchema(User))
+ * yield* users.set("user/1", { id: "1", name: "Ada" })
  *
  * @since 0.2.0
  * @category combinators
@@ -532,3 +559,7 @@ export const prefixed: {
   (prefix: string): (self: Service) => Service
   (self: Service, prefix: string): Service
 } = dual(2, (self: Service, prefix: string): Service => prefixedView.prefixed(self, prefix))
+export const forSchema: {
+  <A, I, R>(schema: Schema.Schema<A, I, R>): (self: Service) => SchemaStore<A, R>
+  <A, I, R>(self: Service, schema: Schema.Schema<A, I, R>): SchemaStore<A, R>
+} = schemaStore.forSchema

@@ -24,3 +24,13 @@ export * as MemoryStore from "./MemoryStore.js"
  * @since 0.1.0
  */
 export * as PostgresStore from "./PostgresStore.js"
+
+/**
+ * `@effect/platform`'s `KeyValueStore` served by the `KvStore` in context.
+ * (`KvPersistence` and `KvRateLimiter` need the optional `@effect/experimental`
+ * and are imported from their own entries: `effect-kv/KvPersistence`,
+ * `effect-kv/KvRateLimiter`.)
+ *
+ * @since 0.2.0
+ */
+export * as KvKeyValueStore from "./KvKeyValueStore.js"

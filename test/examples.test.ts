@@ -9,6 +9,9 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
 import * as Counter from "../examples/counter.js"
+import * as HttpRateLimit from "../examples/httpRateLimit.js"
+import * as KeyValueStoreExample from "../examples/keyValueStore.js"
+import * as PersistedCacheExample from "../examples/persistedCache.js"
 import * as RateLimiter from "../examples/rateLimiter.js"
 import * as SessionStore from "../examples/sessionStore.js"
 import * as TypedStore from "../examples/typedStore.js"
@@ -112,4 +115,29 @@ describe("examples", () => {
         `{"id":"u3","name":"X","logins":"many"}`
       )
     })))
+
+  it.effect("persisted cache: one slow lookup, a fresh cache served from the store, a miss cached, looked up again past the TTL", () =>
+    Effect.gen(function*() {
+      const report = yield* runOnMemory(PersistedCacheExample.program("pc:"))
+      assert.deepStrictEqual(report, {
+        lookupsAfterFirst: 1,
+        lookupsAfterRestart: 1,
+        missingIsTypedFailure: true,
+        lookupsAfterExpiry: 3
+      })
+    }))
+
+  it.effect("HTTP rate limit: 15 concurrent requests with a limit of 10 get 10 × 200 and 5 × 429", () =>
+    Effect.gen(function*() {
+      const report = yield* runOnMemory(HttpRateLimit.program("rl:"))
+      assert.deepStrictEqual(report, { ok: 10, tooMany: 5, otherClient: 200, nextSecond: 200 })
+    }))
+
+  it.effect("KeyValueStore program on effect-kv: concurrent modify counts every visit, size stays in the prefix", () =>
+    Effect.gen(function*() {
+      const report = yield* runOnMemory(
+        KvStore.set("outside", new Uint8Array([1])).pipe(Effect.zipRight(KeyValueStoreExample.program("kvs:")))
+      )
+      assert.deepStrictEqual(report, { visits: 20, profileName: "Ada", size: 2 })
+    }))
 })

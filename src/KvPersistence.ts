@@ -1,0 +1,137 @@
+/**
+ * `@effect/experimental`'s `Persistence` on effect-kv: `BackingPersistence`
+ * and `ResultPersistence` (what `PersistedCache` needs) served by the
+ * `KvStore` in context, so persisted results are shared by every instance
+ * using one database and expire with the store's own TTL.
+ *
+ * A subpath entry (`effect-kv/KvPersistence`): `@effect/experimental` is an
+ * optional peer dependency, loaded only by those who import this module.
+ *
+ * @since 0.2.0
+ */
+import * as Persistence from "@effect/experimental/Persistence"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as KvStore from "./KvStore.js"
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * The key prefix of all persistence stores: the entries of store `storeId`
+   * live under `${prefix}${storeId}/`. Default `"persistence/"`.
+   */
+  readonly prefix?: string | undefined
+}
+
+const DEFAULT_PREFIX = "persistence/"
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
+
+const backingError = (method: string) => (cause: unknown) => Persistence.PersistenceBackingError.make(method, cause)
+
+/** The value as JSON bytes; what `BackingPersistence` is given is JSON-serialisable by contract. */
+const encode = (method: string, value: unknown) =>
+  Effect.try({
+    try: () => {
+      const json = JSON.stringify(value)
+      if (json === undefined) throw new TypeError(`Cannot persist a value of type ${typeof value} as JSON`)
+      return encoder.encode(json)
+    },
+    catch: backingError(method)
+  })
+
+const decode = (method: string, bytes: Uint8Array) =>
+  Effect.try({ try: (): unknown => JSON.parse(decoder.decode(bytes)), catch: backingError(method) })
+
+/**
+ * A `BackingPersistenceStore` over a `KvStore` service, keyed under
+ * `namespace` (e.g. `"persistence/users/"`).
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const makeStore = (store: KvStore.Service, namespace: string): Persistence.BackingPersistenceStore => {
+  const full = (key: string) => `${namespace}${key}`
+
+  const get = (method: string, key: string) =>
+    store.getOption(full(key)).pipe(
+      Effect.mapError(backingError(method)),
+      Effect.flatMap(Option.match({
+        onNone: () => Effect.succeedNone,
+        onSome: (bytes) => Effect.asSome(decode(method, bytes))
+      }))
+    )
+
+  const set = (method: string, key: string, value: unknown, ttl: Option.Option<Duration.Duration>) =>
+    Effect.flatMap(encode(method, value), (bytes) => {
+      if (Option.isNone(ttl) || !Duration.isFinite(ttl.value)) {
+        return store.set(full(key), bytes).pipe(Effect.mapError(backingError(method)))
+      }
+      // To the store, a zero TTL means "never expires"; here it means "already expired".
+      if (Duration.toMillis(ttl.value) <= 0) {
+        return store.delete(full(key)).pipe(Effect.asVoid, Effect.mapError(backingError(method)))
+      }
+      return store.set(full(key), bytes, ttl.value).pipe(Effect.mapError(backingError(method)))
+    })
+
+  return {
+    get: (key) => get("get", key),
+    // TODO(getMany): one `store.getMany` call once it exists.
+    getMany: (keys) => Effect.forEach(keys, (key) => get("getMany", key), { concurrency: 16 }),
+    set: (key, value, ttl) => set("set", key, value, ttl),
+    // TODO(getMany): `store.setMany` once it exists (it takes one TTL for all: group the entries by TTL).
+    setMany: (entries) =>
+      Effect.forEach(entries, ([key, value, ttl]) => set("setMany", key, value, ttl), {
+        concurrency: 16,
+        discard: true
+      }),
+    remove: (key) => store.delete(full(key)).pipe(Effect.asVoid, Effect.mapError(backingError("remove"))),
+    // TODO(getMany): `store.deletePrefix(namespace)` once it exists.
+    clear: store.keys(namespace).pipe(
+      Effect.flatMap((keys) => Effect.forEach(keys, (key) => store.delete(key), { concurrency: 16, discard: true })),
+      Effect.mapError(backingError("clear"))
+    )
+  }
+}
+
+/**
+ * `BackingPersistence` on the `KvStore` in context: store `storeId` keeps its
+ * entries under `${prefix}${storeId}/` (so `clear` removes only its own), as
+ * JSON in UTF-8, with the store's own TTL (on PostgreSQL the database's clock,
+ * swept by `cleanup`); an entry without a TTL never expires. Every failure is
+ * a `PersistenceBackingError` whose `cause` is the `KvError` (or the JSON
+ * error).
+ *
+ * Store ids should not contain `/`: `clear` of store `"a"` would also remove
+ * the entries of store `"a/b"`.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layer = (options?: Options): Layer.Layer<Persistence.BackingPersistence, never, KvStore.KvStore> =>
+  Layer.effect(
+    Persistence.BackingPersistence,
+    Effect.map(KvStore.KvStore, (store) => {
+      const prefix = options?.prefix ?? DEFAULT_PREFIX
+      return Persistence.BackingPersistence.of({
+        [Persistence.BackingPersistenceTypeId]: Persistence.BackingPersistenceTypeId,
+        make: (storeId) => Effect.succeed(makeStore(store, `${prefix}${storeId}/`))
+      })
+    })
+  )
+
+/**
+ * `ResultPersistence` (what `PersistedCache.make` needs) on the `KvStore` in
+ * context: `Persistence.layerResult` over `layer(options)`.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerResult = (options?: Options): Layer.Layer<Persistence.ResultPersistence, never, KvStore.KvStore> =>
+  Persistence.layerResult.pipe(Layer.provide(layer(options)))

@@ -1,0 +1,59 @@
+/**
+ * `@effect/experimental`'s `RateLimiterStore` on effect-kv, so `RateLimiter`
+ * limits are shared — and never over-admitted — by every instance using one
+ * database.
+ *
+ * Both algorithms compute exactly what `RateLimiter.layerStoreMemory` does,
+ * on the Effect `Clock` of the caller, each step inside one atomic
+ * `KvStore.update` of the limiter's key. Their state carries a TTL, so an
+ * idle key disappears from the store once forgetting it makes no difference:
+ * a fixed-window counter when its window has elapsed, a token bucket once it
+ * has refilled completely. One difference remains: `layerStoreMemory` never
+ * forgets a bucket, so a full bucket keeps the refill phase of its first call
+ * forever, while a forgotten one starts a new phase at its next call; its
+ * next token may then come up to one refill period later (never earlier), so
+ * it never admits more than `layerStoreMemory` would.
+ *
+ * A subpath entry (`effect-kv/KvRateLimiter`): `@effect/experimental` is an
+ * optional peer dependency, loaded only by those who import this module.
+ *
+ * @since 0.2.0
+ */
+import * as RateLimiter from "@effect/experimental/RateLimiter"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as internal from "./internal/rateLimiter.js"
+import * as KvStore from "./KvStore.js"
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * The key prefix of the limiter's state: `${prefix}fixed/${key}` for fixed
+   * windows, `${prefix}bucket/${key}` for token buckets. Default `"ratelimit/"`.
+   */
+  readonly prefix?: string | undefined
+}
+
+/**
+ * A `RateLimiterStore` over a `KvStore` service.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const makeStore: (store: KvStore.Service, options?: Options) => RateLimiter.RateLimiterStore["Type"] =
+  internal.makeStore
+
+/**
+ * Provides `RateLimiterStore` from the `KvStore` in context; with
+ * `RateLimiter.layer` (or `RateLimiter.make`) on top, limits hold across
+ * every instance sharing the store. Failures are `RateLimitStoreError`s
+ * whose `cause` is the `KvError`.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerStore = (options?: Options): Layer.Layer<RateLimiter.RateLimiterStore, never, KvStore.KvStore> =>
+  Layer.effect(RateLimiter.RateLimiterStore, Effect.map(KvStore.KvStore, (store) => makeStore(store, options)))
