@@ -97,20 +97,14 @@ export const make = (store: KvStore.Service, options?: Options): KeyValueStore.K
       )
     })
 
-  // TODO(getMany): `clear` and `size` become `deletePrefix(prefix)` and `count(prefix)` once they exist.
-  const keys = store.keys(prefix)
-
   return KeyValueStore.make({
     get: (key) => Effect.map(getBytes("get", key), Option.map(bytesToString)),
     getUint8Array: (key) => getBytes("getUint8Array", key),
     set: (key, value) => Effect.suspend(() => store.set(full(key), toBytes(value))).pipe(fail("set", key)),
     remove: (key) => store.delete(full(key)).pipe(Effect.asVoid, fail("remove", key)),
     has: (key) => store.has(full(key)).pipe(fail("has", key)),
-    clear: keys.pipe(
-      Effect.flatMap((keys) => Effect.forEach(keys, (key) => store.delete(key), { concurrency: 16, discard: true })),
-      fail("clear")
-    ),
-    size: Effect.map(keys, (keys) => keys.length).pipe(fail("size")),
+    clear: store.deletePrefix(prefix).pipe(Effect.asVoid, fail("clear")),
+    size: store.count(prefix).pipe(fail("size")),
     modify: (key, f) =>
       modifyBytes("modify", key, (current) => {
         const next = f(bytesToString(current))

@@ -80,23 +80,48 @@ export const makeStore = (store: KvStore.Service, namespace: string): Persistenc
       return store.set(full(key), bytes, ttl.value).pipe(Effect.mapError(backingError(method)))
     })
 
+  /**
+   * `setMany` takes one TTL for all its entries: one call per distinct TTL
+   * (permanent, each finite one), and one `deleteMany` for entries already
+   * expired (a zero TTL). Every value is encoded before anything is written.
+   */
+  const setMany = (entries: ReadonlyArray<readonly [key: string, value: unknown, ttl: Option.Option<Duration.Duration>]>) =>
+    Effect.forEach(entries, ([key, value, ttl]) => Effect.map(encode("setMany", value), (bytes) => [key, bytes, ttl] as const)).pipe(
+      Effect.flatMap((encoded) => {
+        const permanent: Array<readonly [string, Uint8Array]> = []
+        const expired: Array<string> = []
+        const byTtl = new Map<number, Array<readonly [string, Uint8Array]>>()
+        for (const [key, bytes, ttl] of encoded) {
+          if (Option.isNone(ttl) || !Duration.isFinite(ttl.value)) {
+            permanent.push([full(key), bytes])
+          } else {
+            const millis = Duration.toMillis(ttl.value)
+            if (millis <= 0) expired.push(full(key))
+            else byTtl.set(millis, [...(byTtl.get(millis) ?? []), [full(key), bytes]])
+          }
+        }
+        return Effect.all([
+          permanent.length > 0 ? store.setMany(permanent) : Effect.void,
+          expired.length > 0 ? store.deleteMany(expired) : Effect.void,
+          Effect.forEach(byTtl, ([millis, group]) => store.setMany(group, Duration.millis(millis)), { discard: true })
+        ], { discard: true }).pipe(Effect.mapError(backingError("setMany")))
+      })
+    )
+
   return {
     get: (key) => get("get", key),
-    // TODO(getMany): one `store.getMany` call once it exists.
-    getMany: (keys) => Effect.forEach(keys, (key) => get("getMany", key), { concurrency: 16 }),
+    getMany: (keys) =>
+      store.getMany(keys.map(full)).pipe(
+        Effect.mapError(backingError("getMany")),
+        Effect.flatMap(Effect.forEach(Option.match({
+          onNone: () => Effect.succeedNone,
+          onSome: (bytes: Uint8Array) => Effect.asSome(decode("getMany", bytes))
+        })))
+      ),
     set: (key, value, ttl) => set("set", key, value, ttl),
-    // TODO(getMany): `store.setMany` once it exists (it takes one TTL for all: group the entries by TTL).
-    setMany: (entries) =>
-      Effect.forEach(entries, ([key, value, ttl]) => set("setMany", key, value, ttl), {
-        concurrency: 16,
-        discard: true
-      }),
+    setMany: (entries) => setMany(entries),
     remove: (key) => store.delete(full(key)).pipe(Effect.asVoid, Effect.mapError(backingError("remove"))),
-    // TODO(getMany): `store.deletePrefix(namespace)` once it exists.
-    clear: store.keys(namespace).pipe(
-      Effect.flatMap((keys) => Effect.forEach(keys, (key) => store.delete(key), { concurrency: 16, discard: true })),
-      Effect.mapError(backingError("clear"))
-    )
+    clear: store.deletePrefix(namespace).pipe(Effect.asVoid, Effect.mapError(backingError("clear")))
   }
 }
 

@@ -77,6 +77,26 @@ for (const backend of backends("schema")) {
         assert.strictEqual((yield* typed.get(key)).logins, 49)
       }))
 
+    it.effect("getMany and setMany: typed batches; one value that does not encode writes none of them", () =>
+      Effect.gen(function*() {
+        const store = yield* KvStore.KvStore
+        const typed = yield* users
+        const prefix = freshPrefix("schema")
+        const bob = new User({ ...ada, id: "u2", name: "Bob" })
+        yield* typed.setMany([[`${prefix}a`, ada], [`${prefix}b`, bob]])
+        assert.deepStrictEqual(
+          yield* typed.getMany([`${prefix}b`, `${prefix}missing`, `${prefix}a`]),
+          [Option.some(bob), Option.none(), Option.some(ada)]
+        )
+        const invalid = { ...ada, name: "" } as User
+        const refused = yield* Effect.exit(typed.setMany([[`${prefix}c`, bob], [`${prefix}d`, invalid]]))
+        assert.instanceOf(typedFailure(refused), ParseResult.ParseError)
+        assert.deepStrictEqual(yield* store.keys(prefix), [`${prefix}a`, `${prefix}b`])
+        yield* store.set(`${prefix}corrupt`, encoder.encode("{"))
+        const corrupt = yield* Effect.exit(typed.getMany([`${prefix}a`, `${prefix}corrupt`]))
+        assert.instanceOf(typedFailure(corrupt), ParseResult.ParseError)
+      }))
+
     it.effect("a value that does not encode is a ParseError and writes nothing", () =>
       Effect.gen(function*() {
         const store = yield* KvStore.KvStore

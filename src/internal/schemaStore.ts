@@ -26,7 +26,11 @@ export interface SchemaStore<A, R> {
   delete(key: string): Effect.Effect<boolean, KvError>
   has(key: string): Effect.Effect<boolean, KvError>
   keys(prefix: string): Effect.Effect<ReadonlyArray<string>, KvError>
-  // TODO(getMany): getMany / setMany once Service has them
+  getMany(keys: Iterable<string>): Effect.Effect<ReadonlyArray<Option.Option<A>>, KvError | ParseResult.ParseError, R>
+  setMany(
+    entries: Iterable<readonly [key: string, value: A]>,
+    ttl?: Duration.DurationInput
+  ): Effect.Effect<void, KvError | ParseResult.ParseError, R>
 }
 
 const encoder = new TextEncoder()
@@ -58,6 +62,12 @@ const make = <A, I, R>(store: Service, schema: Schema.Schema<A, I, R>): SchemaSt
     get: (key) => Effect.flatMap(store.get(key), decode),
     getOption: (key) => Effect.flatMap(store.getOption(key), decodeOption),
     set: (key, value, ttl) => Effect.flatMap(encode(value), (bytes) => store.set(key, bytes, ttl)),
+    getMany: (keys) => Effect.flatMap(store.getMany(keys), Effect.forEach(decodeOption)),
+    // every value is encoded before anything is written: one that does not encode writes nothing
+    setMany: (entries, ttl) =>
+      Effect.suspend(() =>
+        Effect.forEach(Array.from(entries), ([key, value]) => Effect.map(encode(value), (bytes) => [key, bytes] as const))
+      ).pipe(Effect.flatMap((encoded) => store.setMany(encoded, ttl))),
     update: <E = never, R2 = never>(
       key: string,
       f: (current: Option.Option<A>) => Effect.Effect<A, E, R2>,
