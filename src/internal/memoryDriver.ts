@@ -11,8 +11,9 @@
  * once it holds them all.
  *
  * Listings (`keys`, `count`, stream pages) read an ordered index of the keys,
- * built the first time one is asked for and kept up to date by every write
- * after that: a store that never lists keys pays nothing for it.
+ * built the first time one is asked for (in slices that yield to the event
+ * loop) and kept up to date by every write from the moment the build starts:
+ * a store that never lists keys pays nothing for it.
  */
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -20,7 +21,7 @@ import type { Driver, Entry as LiveEntry, Write } from "../KvStore.js"
 import { DriverError } from "../KvStore.js"
 import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "./counter.js"
 import { makeKeyedLock } from "./keyedLock.js"
-import { makeOrderedIndex } from "./orderedIndex.js"
+import { makeLazyOrderedIndex } from "./orderedIndex.js"
 import type { OrderedIndex } from "./orderedIndex.js"
 
 interface Entry {
@@ -56,10 +57,12 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
   const map = new Map<string, Entry>()
   const lock = makeKeyedLock()
   const trackUse = maxEntries !== undefined
-  /** The keys in code point order, from the first listing on. */
-  let index: OrderedIndex | undefined
+  /** The keys in code point order, from the first listing on (built in slices, see `makeLazyOrderedIndex`). */
+  const index = makeLazyOrderedIndex(() => map.keys())
 
-  const ordered = (): OrderedIndex => (index ??= makeOrderedIndex(map.keys()))
+  /** A listing: `f` on the complete index, in one synchronous step. */
+  const listing = <A>(f: (ordered: OrderedIndex, now: number) => A): Effect.Effect<A> =>
+    Effect.flatMap(index.ready, (ordered) => read((now) => f(ordered, now)))
 
   /** Moves `key` to the most-recently-used end (Map iteration order is insertion order). */
   const touch = (key: string, entry: Entry): void => {
@@ -70,7 +73,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
 
   const remove = (key: string): boolean => {
     if (!map.delete(key)) return false
-    index?.remove(key)
+    index.maintained?.remove(key)
     return true
   }
 
@@ -81,10 +84,10 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
           const oldest = map.keys().next()
           if (oldest.done !== true) remove(oldest.value)
         }
-        index?.add(key)
+        index.maintained?.add(key)
       }
-    } else if (index !== undefined && !map.has(key)) {
-      index.add(key)
+    } else if (index.maintained !== undefined && !map.has(key)) {
+      index.maintained.add(key)
     }
     map.set(key, entry)
   }
@@ -137,6 +140,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
 
   /** Up to `limit` live entries under `prefix` after `after`, ascending, as `f` makes them. */
   const livePage = <A>(
+    ordered: OrderedIndex,
     prefix: string,
     after: string | undefined,
     limit: number,
@@ -144,7 +148,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
     f: (key: string, entry: Entry) => A
   ): Array<A> => {
     const page: Array<A> = []
-    ordered().scan(prefix, after, (key) => {
+    ordered.scan(prefix, after, (key) => {
       const entry = map.get(key)!
       if (isLive(entry, now)) page.push(f(key, entry))
       return page.length < limit
@@ -229,30 +233,32 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
     delete: (key) => writeStep(key, (now) => deleteLive(key, now)),
     modify,
     keys: (prefix) =>
-      read((now) => {
+      listing((ordered, now) => {
         const found: Array<string> = []
-        ordered().scan(prefix, undefined, (key) => {
+        ordered.scan(prefix, undefined, (key) => {
           if (isLive(map.get(key)!, now)) found.push(key)
           return true
         })
         return found
       }),
-    keysPage: (prefix, after, limit) => read((now) => livePage(prefix, after, limit, now, (key) => key)),
+    keysPage: (prefix, after, limit) => listing((ordered, now) => livePage(ordered, prefix, after, limit, now, (key) => key)),
     entriesPage: (prefix, after, limit) =>
-      read((now) => livePage(prefix, after, limit, now, (key, entry) => [key, entry.value] as const)),
+      listing((ordered, now) => livePage(ordered, prefix, after, limit, now, (key, entry) => [key, entry.value] as const)),
     count: (prefix) =>
-      read((now) => {
-        let n = 0
-        if (prefix === "") {
+      prefix === ""
+        ? read((now) => {
+          let n = 0
           for (const entry of map.values()) if (isLive(entry, now)) n++
-        } else {
-          ordered().scan(prefix, undefined, (key) => {
+          return n
+        })
+        : listing((ordered, now) => {
+          let n = 0
+          ordered.scan(prefix, undefined, (key) => {
             if (isLive(map.get(key)!, now)) n++
             return true
           })
-        }
-        return n
-      }),
+          return n
+        }),
     getMany: (keys) =>
       read((now) =>
         keys.map((key) => {
