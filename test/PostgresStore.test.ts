@@ -104,6 +104,57 @@ describe("PostgresStore", () => {
         assert.strictEqual(text(yield* b.get(key)), "100")
       }))
 
+    it.scoped("increment: 2 pools × 50 fibers × 20 increments of one missing key end at exactly 2000", () =>
+      Effect.gen(function*() {
+        const table = freshTable("instances")
+        const [a, b] = yield* Effect.all([instance({ table }), instance({ table })])
+        const key = "counter/increment"
+        const results = yield* Effect.all(
+          Array.from({ length: 100 }, (_, i) =>
+            Effect.forEach(Array.from({ length: 20 }), () => (i % 2 === 0 ? a : b).increment(key))),
+          { concurrency: "unbounded" }
+        )
+        assert.strictEqual(text(yield* a.get(key)), "2000")
+        // every answer is a distinct value: no two increments saw the same count
+        const answers = results.flat().sort((x, y) => x - y)
+        assert.deepStrictEqual(answers, Array.from({ length: 2000 }, (_, i) => i + 1))
+      }))
+
+    it.scoped("increments interleaved with updates of the same key across two pools lose nothing", () =>
+      Effect.gen(function*() {
+        const table = freshTable("instances")
+        const [a, b] = yield* Effect.all([instance({ table }), instance({ table })])
+        const key = "counter/mixed"
+        // updates add 10, increments add 1: 2 × 30 of each
+        const addTen = (store: KvStore.Service) =>
+          store.update(key, (current) =>
+            Effect.succeed(bytes(String(Option.match(current, { onNone: () => 0, onSome: (v) => Number(text(v)) }) + 10))))
+        yield* Effect.all(
+          Array.from({ length: 120 }, (_, i) => {
+            const store = i % 2 === 0 ? a : b
+            return i % 4 < 2 ? store.increment(key) : addTen(store)
+          }),
+          { concurrency: "unbounded", discard: true }
+        )
+        assert.strictEqual(text(yield* b.get(key)), String(60 * 1 + 60 * 10))
+      }))
+
+    it.scoped("setIfAbsent of one missing key from two pools: exactly one writes", () =>
+      Effect.gen(function*() {
+        const table = freshTable("instances")
+        const [a, b] = yield* Effect.all([instance({ table }), instance({ table })])
+        for (let round = 0; round < 10; round++) {
+          const key = `lease/${round}`
+          const answers = yield* Effect.all(
+            Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? a : b).setIfAbsent(key, bytes(`owner-${i}`), "10 seconds")),
+            { concurrency: "unbounded" }
+          )
+          assert.strictEqual(answers.filter((x) => x).length, 1, `round ${round}: ${answers}`)
+          const winner = answers.indexOf(true)
+          assert.strictEqual(text(yield* a.get(key)), `owner-${winner}`)
+        }
+      }))
+
     it.scoped("a set from one instance waits for an update in flight in another", () =>
       Effect.gen(function*() {
         const table = freshTable("instances")
