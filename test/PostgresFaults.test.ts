@@ -100,7 +100,8 @@ const instance = (options: { readonly table: string; readonly max: number; reado
     pool.on("error", () => {})
     const acquire = Effect.acquireRelease(
       Effect.succeed(pool),
-      () => Effect.promise(() => pool.end()).pipe(Effect.disconnect, Effect.timeoutOption(1000))
+      // interruptible: a finalizer runs uninterruptibly, and a pool with a leaked connection never ends
+      () => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(1000))
     )
     const client = yield* Layer.build(
       PgClient.layerFromPool({ acquire, applicationName: options.app }).pipe(Layer.provide(Reactivity.layer))
