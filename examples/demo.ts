@@ -22,6 +22,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import { KvStore, MemoryStore, PostgresStore } from "effect-kv"
 import * as Counter from "./counter.js"
+import * as FeatureFlags from "./featureFlags.js"
 import * as HttpRateLimit from "./httpRateLimit.js"
 import * as KeyValueStoreExample from "./keyValueStore.js"
 import * as PersistedCacheExample from "./persistedCache.js"
@@ -65,8 +66,21 @@ const examples = [
     Option.isSome(r.untouchedAfterTtl) && "the untouched session did not expire",
     r.touchOfExpired && "touch brought an expired session back",
     Option.isSome(r.readAfterDestroy) && "a destroyed session still reads",
+    r.sessionsOfBobBefore !== 2 && `bob's sessions listed ${r.sessionsOfBobBefore}, not 2`,
     r.loggedOutEverywhere !== 2 && `log out everywhere ended ${r.loggedOutEverywhere} sessions, not 2`,
-    r.sessionsOfBob !== 0 && `${r.sessionsOfBob} sessions left after log out everywhere`
+    r.sessionsOfBob !== 0 && `${r.sessionsOfBob} sessions left after log out everywhere`,
+    r.sessionsOfBobby !== 1 && `log out everywhere of bob left bobby ${r.sessionsOfBobby} sessions, not 1`
+  ]),
+  example("feature flags", FeatureFlags.program, (r) => [
+    r.flagsLoaded !== 40 && `loaded ${r.flagsLoaded} flags, not 40`,
+    r.defaulted.length !== 10 && `${r.defaulted.length} flags took defaults, not 10`,
+    !r.darkModeForAnyone && "dark-mode did not take its default (on)",
+    (r.checkoutUsersProduction < 200 || r.checkoutUsersProduction > 300) &&
+    `a 25% rollout reached ${r.checkoutUsersProduction} of 1000 users`,
+    !r.checkoutStable && "a user's rollout answer changed between loads",
+    r.checkoutUsersStaging !== 1000 && `staging's 100% rollout reached ${r.checkoutUsersStaging} of 1000 users`,
+    (r.storedInProduction !== 30 || r.storedInStaging !== 1) &&
+    `namespaces hold ${r.storedInProduction} and ${r.storedInStaging} flags, not 30 and 1`
   ]),
   example("rate limiter", RateLimiter.program, (r) => [
     r.allowed !== r.limit && `${r.allowed} requests were allowed, not ${r.limit}`,
@@ -106,11 +120,8 @@ const examples = [
 const runAll = (runId: string) =>
   Effect.gen(function*() {
     for (const e of examples) yield* e.run(`${runId}${e.name.split(" ")[0]}:`)
-    const leftovers = yield* KvStore.keys(runId)
-    yield* Effect.forEach(leftovers, KvStore.delete, { concurrency: 8 })
-    yield* Console.log(
-      `\nall ${examples.length} examples showed what they claim; removed the run's ${leftovers.length} keys`
-    )
+    const leftovers = yield* KvStore.deletePrefix(runId)
+    yield* Console.log(`\nall ${examples.length} examples showed what they claim; removed the run's ${leftovers} keys`)
   })
 
 // The examples narrate with `Effect.log`; print those lines plainly, indented under the example's name.

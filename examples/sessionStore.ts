@@ -1,23 +1,28 @@
 /**
  * A session store with sliding expiry, on the typed adapter of `typedStore.ts`.
  *
- * Each session is one key, `<prefix><user>:<random id>`, written with a TTL.
- * Reading a missing or expired session gives `Option.none()` (the store's
- * `NotFound`, handled with `Effect.catchTag`); `touch` extends a live session
- * atomically and never brings an expired one back; `keys` lists a user's live
- * sessions by prefix, which is also how "log out everywhere" finds them.
+ * Each session is one key, `<prefix><user>:<random id>` (say
+ * `session:alice:9f2c…`), written with a TTL. Reading a missing or expired
+ * session gives `Option.none()` (the store's `NotFound`, handled with
+ * `Effect.catchTag`); `touch` extends a live session atomically and never
+ * brings an expired one back. A user's sessions share the key prefix
+ * `<user>:`, so on the store's namespace view (`KvStore.prefixed`) listing
+ * them is one `streamKeys` and "log out everywhere" one `deletePrefix`.
  *
  * Shows: create, read, touch (extend), destroy; an untouched session expiring
- * while a touched one lives on; expired sessions disappearing from the listing.
+ * while a touched one lives on; expired sessions disappearing from the listing;
+ * log out everywhere ending all of one user's sessions and no one else's.
  *
  * The program needs only `KvStore`; the backend is chosen by whoever runs it.
  */
 import { randomUUID } from "node:crypto"
+import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 import { KvStore } from "effect-kv"
 import { type CorruptValue, type InvalidValue, makeTypedStore } from "./typedStore.js"
 
@@ -41,7 +46,7 @@ export interface SessionStore {
   ) => Effect.Effect<boolean, CorruptValue | InvalidValue | KvStore.KvError, KvStore.KvStore>
   /** Ends the session; `false` when it had already ended. */
   readonly destroy: (sessionId: string) => Effect.Effect<boolean, KvStore.KvError, KvStore.KvStore>
-  /** The ids of the user's live sessions. */
+  /** The ids of the user's live sessions, in key order. */
   readonly listForUser: (userId: string) => Effect.Effect<ReadonlyArray<string>, KvStore.KvError, KvStore.KvStore>
   /** Ends every session of the user ("log out everywhere"); succeeds with how many were live. */
   readonly destroyAllForUser: (userId: string) => Effect.Effect<number, KvStore.KvError, KvStore.KvStore>
@@ -55,7 +60,13 @@ export const makeSessionStore = (options: {
   // Escaping the user id keeps one user's prefix from matching another's ("ann" vs "ann:x").
   const userPrefix = (userId: string) => `${encodeURIComponent(userId)}:`
 
-  const listForUser = (userId: string) => sessions.ids(userPrefix(userId))
+  // The store seen from inside the sessions' namespace: its keys are the session ids.
+  const sessionKeys = Effect.map(KvStore.KvStore, KvStore.prefixed(options.prefix))
+
+  const listForUser = (userId: string) =>
+    Effect.flatMap(sessionKeys, (view) => Stream.runCollect(view.streamKeys(userPrefix(userId)))).pipe(
+      Effect.map(Chunk.toReadonlyArray)
+    )
 
   const destroy = (sessionId: string) => sessions.delete(sessionId)
 
@@ -88,11 +99,7 @@ export const makeSessionStore = (options: {
       ),
     destroy,
     listForUser,
-    destroyAllForUser: (userId) =>
-      listForUser(userId).pipe(
-        Effect.flatMap((ids) => Effect.forEach(ids, destroy, { concurrency: 8 })),
-        Effect.map((removed) => removed.filter(Boolean).length)
-      )
+    destroyAllForUser: (userId) => Effect.flatMap(sessionKeys, (view) => view.deletePrefix(userPrefix(userId)))
   }
 }
 
@@ -108,8 +115,11 @@ export interface SessionReport {
   readonly destroyed: boolean
   readonly destroyedAgain: boolean
   readonly readAfterDestroy: Option.Option<Session>
+  readonly sessionsOfBobBefore: number
   readonly loggedOutEverywhere: number
   readonly sessionsOfBob: number
+  /** Sessions of "bobby", whose ids also start with "bob", after bob logged out everywhere. */
+  readonly sessionsOfBobby: number
 }
 
 /**
@@ -152,10 +162,13 @@ export const program = (
 
     yield* store.create("bob")
     yield* store.create("bob")
+    yield* store.create("bobby")
+    const sessionsOfBobBefore = (yield* store.listForUser("bob")).length
     const loggedOutEverywhere = yield* store.destroyAllForUser("bob")
     const sessionsOfBob = (yield* store.listForUser("bob")).length
+    const sessionsOfBobby = (yield* store.listForUser("bobby")).length
     yield* Effect.log(
-      `bob logs in twice, then out everywhere -> ${loggedOutEverywhere} sessions ended, ${sessionsOfBob} left`
+      `bob (${sessionsOfBobBefore} sessions) logs out everywhere -> ${loggedOutEverywhere} ended, ${sessionsOfBob} left; bobby keeps ${sessionsOfBobby}`
     )
 
     return {
@@ -169,7 +182,9 @@ export const program = (
       destroyed,
       destroyedAgain,
       readAfterDestroy,
+      sessionsOfBobBefore,
       loggedOutEverywhere,
-      sessionsOfBob
+      sessionsOfBob,
+      sessionsOfBobby
     }
   })

@@ -6,9 +6,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
 import * as Counter from "../examples/counter.js"
+import * as FeatureFlags from "../examples/featureFlags.js"
 import * as HttpRateLimit from "../examples/httpRateLimit.js"
 import * as KeyValueStoreExample from "../examples/keyValueStore.js"
 import * as PersistedCacheExample from "../examples/persistedCache.js"
@@ -21,9 +23,12 @@ import { KvStore, MemoryStore } from "effect-kv"
  * Runs `effect` on a fresh MemoryStore, moving the TestClock forward in small
  * steps until it is done, so its sleeps and TTLs pass without real waiting.
  */
-const runOnMemory = <A, E>(effect: Effect.Effect<A, E, KvStore.KvStore>) =>
+const runOnMemory = <A, E>(
+  effect: Effect.Effect<A, E, KvStore.KvStore>,
+  store: Layer.Layer<KvStore.KvStore, KvStore.KvError> = MemoryStore.layer()
+) =>
   Effect.gen(function*() {
-    const fiber = yield* Effect.fork(Effect.provide(effect, MemoryStore.layer()))
+    const fiber = yield* Effect.fork(Effect.provide(effect, store))
     for (let step = 0; step < 1000; step++) {
       const done = yield* Fiber.poll(fiber)
       if (Option.isSome(done)) break
@@ -46,9 +51,24 @@ describe("examples", () => {
       assert.isTrue(report.destroyed)
       assert.isFalse(report.destroyedAgain)
       assert.isTrue(Option.isNone(report.readAfterDestroy))
+      assert.strictEqual(report.sessionsOfBobBefore, 2)
       assert.strictEqual(report.loggedOutEverywhere, 2)
       assert.strictEqual(report.sessionsOfBob, 0)
+      assert.strictEqual(report.sessionsOfBobby, 1)
     }))
+
+  it.effect("session store: a user's sessions are listed by streamKeys and ended by one deletePrefix, other users' kept", () =>
+    runOnMemory(Effect.gen(function*() {
+      const sessions = SessionStore.makeSessionStore({ prefix: "session:", ttl: "1 hour" })
+      const ann = [yield* sessions.create("ann"), yield* sessions.create("ann")]
+      const annX = yield* sessions.create("ann:x")
+      yield* KvStore.set("sessions-elsewhere:ann:1", new Uint8Array([1]))
+      assert.deepStrictEqual(yield* sessions.listForUser("ann"), [...ann].sort())
+      assert.deepStrictEqual(yield* sessions.listForUser("ann:x"), [annX])
+      assert.isTrue(annX.startsWith("ann%3Ax:"))
+      assert.strictEqual(yield* sessions.destroyAllForUser("ann"), 2)
+      assert.deepStrictEqual(yield* KvStore.keys(""), [`session:${annX}`, "sessions-elsewhere:ann:1"])
+    })))
 
   it.effect("rate limiter: 20 concurrent requests with a limit of 10 get exactly 10 allowed", () =>
     Effect.gen(function*() {
@@ -140,4 +160,59 @@ describe("examples", () => {
       )
       assert.deepStrictEqual(report, { visits: 20, profileName: "Ada", size: 2 })
     }))
+
+  it.effect("feature flags: 40 flags in one getMany, 10 from defaults, a 25% rollout, a namespace per environment", () =>
+    Effect.gen(function*() {
+      const calls = { getMany: [] as Array<number>, get: 0, getOption: 0 }
+      // MemoryStore, counting the reads that reach it
+      const countingStore = Layer.effect(
+        KvStore.KvStore,
+        Effect.map(KvStore.KvStore, (store): KvStore.Service => ({
+          ...store,
+          getMany: (keys) => {
+            const all = [...keys]
+            calls.getMany.push(all.length)
+            return store.getMany(all)
+          },
+          get: (key) => {
+            calls.get++
+            return store.get(key)
+          },
+          getOption: (key) => {
+            calls.getOption++
+            return store.getOption(key)
+          }
+        }))
+      ).pipe(Layer.provide(MemoryStore.layer()))
+      const report = yield* runOnMemory(
+        KvStore.set("ff:flags:production-old:new-checkout", new Uint8Array([1])).pipe(
+          Effect.zipRight(FeatureFlags.program("ff:"))
+        ),
+        countingStore
+      )
+      assert.strictEqual(FeatureFlags.catalogue.length, 40)
+      assert.strictEqual(report.flagsLoaded, 40)
+      // three loads (production twice, staging once), each one getMany of all 40 names, and no single reads
+      assert.deepStrictEqual(calls, { getMany: [40, 40, 40], get: 0, getOption: 0 })
+      assert.strictEqual(report.defaulted.length, 10)
+      assert.include(report.defaulted, "dark-mode")
+      assert.notInclude(report.defaulted, "new-checkout")
+      assert.isTrue(report.darkModeForAnyone)
+      assert.isAtLeast(report.checkoutUsersProduction, 200)
+      assert.isAtMost(report.checkoutUsersProduction, 300)
+      assert.isTrue(report.checkoutStable)
+      assert.strictEqual(report.checkoutUsersStaging, 1000)
+      assert.strictEqual(report.storedInProduction, 30)
+      assert.strictEqual(report.storedInStaging, 1)
+    }))
+
+  it.effect("feature flags: a stored value that is not a flag fails the load with a ParseError", () =>
+    runOnMemory(Effect.gen(function*() {
+      yield* FeatureFlags.setFlags("ff:", "production", [["beta-search", { enabled: true, rollout: 50 }]])
+      const loaded = yield* FeatureFlags.loadFlags("ff:", "production")
+      assert.isTrue(loaded.values.get("beta-search")?.enabled)
+      yield* KvStore.set("ff:flags:production:beta-search", new TextEncoder().encode(`{"enabled":true,"rollout":150}`))
+      const error = yield* Effect.flip(FeatureFlags.loadFlags("ff:", "production"))
+      assert.strictEqual(error._tag, "ParseError")
+    })))
 })
