@@ -1,0 +1,40 @@
+/**
+ * `npm run faults`: the repeatable fault scenarios against real PostgreSQL
+ * servers, one after the other, with a summary. Exits non-zero on any violation.
+ *
+ * - restart.ts: PostgreSQL restarted (cleanly, then as a crash) under
+ *   contended writes from 2 processes × 50 fibers that retry as apps do;
+ * - requests.ts: request timeouts interrupting calls on a saturated pool.
+ */
+import { restartScenario } from "./restart.js"
+import type { ScenarioResult } from "./shared.js"
+import { requestsScenario } from "./requests.js"
+
+const scenarios: ReadonlyArray<readonly [string, () => Promise<ScenarioResult>]> = [
+  ["restart", restartScenario],
+  ["requests", requestsScenario]
+]
+
+const only = process.argv[2]
+let failed = 0
+const started = Date.now()
+for (const [name, scenario] of scenarios) {
+  if (only !== undefined && only !== name) continue
+  const t0 = Date.now()
+  let result: ScenarioResult
+  try {
+    result = await scenario()
+  } catch (error) {
+    result = { name, lines: [], violations: [`the scenario itself failed: ${error instanceof Error ? error.stack : String(error)}`] }
+  }
+  console.log(`\n== ${result.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`)
+  for (const line of result.lines) console.log(`   ${line}`)
+  if (result.violations.length === 0) {
+    console.log("   OK")
+  } else {
+    failed++
+    for (const v of result.violations) console.log(`   VIOLATION: ${v}`)
+  }
+}
+console.log(`\nfaults: ${failed === 0 ? "all scenarios held" : `${failed} scenario(s) violated`} (${((Date.now() - started) / 1000).toFixed(1)} s)`)
+process.exit(failed === 0 ? 0 : 1)
