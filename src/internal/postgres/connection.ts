@@ -58,6 +58,8 @@ const withoutTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Eff
 export interface Connections {
   /** Runs a fixed statement in the caller's live transaction, or on a pooled connection. */
   readonly run: (text: string, params: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<Row>, SqlError>
+  /** Runs a fixed statement on a pooled connection, never in a transaction (for work no caller owns). */
+  readonly onPool: (text: string, params: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<Row>, SqlError>
   /** The caller's transaction connection, when it is still open. */
   readonly liveTransaction: Effect.Effect<Option.Option<readonly [Connection, number]>>
   /**
@@ -211,5 +213,5 @@ export const makeConnections = (sql: SqlClient.SqlClient): Connections => {
       })
     )
 
-  return { run, liveTransaction, inTransaction }
+  return { run, onPool, liveTransaction, inTransaction }
 }

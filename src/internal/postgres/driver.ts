@@ -5,11 +5,14 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import type { Driver, Entry, Write } from "../../KvStore.js"
 import { DriverError } from "../../KvStore.js"
 import { NOT_A_COUNTER, parseCounter } from "../counter.js"
 import { keyHash } from "../hash.js"
+import { makeKeyedLock } from "../keyedLock.js"
+import { makeCoalescer, RETRY } from "./coalesce.js"
 import { makeConnections } from "./connection.js"
 import type { Row } from "./connection.js"
 import { MAX_READ_BYTES, prefixUpperBound } from "./sql.js"
@@ -79,31 +82,149 @@ const backend = <A, E, R>(effect: Effect.Effect<A, E | SqlError, R>): Effect.Eff
     )
   ) as Effect.Effect<A, Exclude<E, SqlError> | DriverError, R>
 
-/** The bytes of a row, refused (not read) when larger than any value effect-kv writes. */
-const bytesOf = (row: Row): Effect.Effect<Uint8Array, DriverError> => {
+/** The bytes of a row, or the refusal (not read) when larger than any value effect-kv writes. */
+const bytesOrError = (row: Row): Uint8Array | DriverError => {
   const value = row["value"]
-  if (value instanceof Uint8Array) return Effect.succeed(value)
-  return Effect.fail(
-    new DriverError({
-      reason: "Backend",
-      message: value === null && Number(row["size"]) > MAX_READ_BYTES
-        ? `the stored value has ${row["size"]} bytes, more than the ${MAX_READ_BYTES} any effect-kv store writes; ` +
-          "it was not read (a value of over about 256 MiB would crash node-postgres)"
-        : `expected a BYTEA value, got ${typeof value}`
-    })
-  )
+  if (value instanceof Uint8Array) return value
+  return new DriverError({
+    reason: "Backend",
+    message: value === null && Number(row["size"]) > MAX_READ_BYTES
+      ? `the stored value has ${row["size"]} bytes, more than the ${MAX_READ_BYTES} any effect-kv store writes; ` +
+        "it was not read (a value of over about 256 MiB would crash node-postgres)"
+      : `expected a BYTEA value, got ${typeof value}`
+  })
+}
+
+const bytesOf = (row: Row): Effect.Effect<Uint8Array, DriverError> => {
+  const bytes = bytesOrError(row)
+  return bytes instanceof DriverError ? Effect.fail(bytes) : Effect.succeed(bytes)
+}
+
+/** Bytes of values per coalesced `set` statement (sent as hex text in an array): more wait for the next one. */
+const SET_BATCH_BYTES = 4 * 1024 * 1024
+
+/** The pool's size, when the client says (`PgClient`'s `config.maxConnections`); node-postgres's default otherwise. */
+const poolSize = (sql: SqlClient.SqlClient): number => {
+  const max = (sql as unknown as { readonly config?: { readonly maxConnections?: unknown } }).config?.maxConnections
+  return typeof max === "number" && Number.isSafeInteger(max) && max > 0 ? max : 10
+}
+
+interface SetItem {
+  readonly key: string
+  readonly hash: string
+  readonly value: Uint8Array
+  readonly ttl: number | null
 }
 
 const ttlParam = (ttl: number | undefined): number | null => ttl ?? null
 
 export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Driver => {
-  const { inTransaction, liveTransaction, run } = makeConnections(sql)
+  const { inTransaction, liveTransaction, onPool, run } = makeConnections(sql)
   const hashOf = (key: string): string => keyHash(key).toString()
 
-  const get = (key: string) =>
-    backend(run(statements.get, [key])).pipe(
+  const getWith = (runner: typeof run) => (key: string) =>
+    backend(runner(statements.get, [key])).pipe(
       Effect.flatMap((rows) => (rows.length === 0 ? Effect.succeed(Option.none()) : Effect.map(bytesOf(rows[0]!), Option.some)))
     )
+  const getOnPool = getWith(onPool)
+  const hasOnPool = (key: string) => backend(Effect.map(onPool(statements.has, [key]), (rows) => rows.length > 0))
+  const setOnPool = (item: SetItem) =>
+    backend(Effect.asVoid(onPool(statements.set, [item.hash, item.key, item.value, item.ttl])))
+
+  // --- coalescing (see coalesce.ts): outside a caller's transaction only ---
+
+  const coalescer = makeCoalescer(poolSize(sql))
+
+  /** Distinct keys of `items`, in first appearance. */
+  const distinctKeys = <I>(items: ReadonlyArray<I>, keyOf: (item: I) => string): Array<string> =>
+    Array.from(new Set(items.map(keyOf)))
+
+  const getLane = coalescer.lane<string, Option.Option<Uint8Array>, DriverError>({
+    one: getOnPool,
+    alone: getOnPool,
+    maxItems: BATCH,
+    many: (keys) =>
+      Effect.map(backend(onPool(statements.getMany, [distinctKeys(keys, (key) => key)])), (rows) => {
+        const found = new Map<string, Row>()
+        for (const row of rows) found.set(String(row["key"]), row)
+        return keys.map((key) => {
+          const row = found.get(key)
+          if (row === undefined) return Exit.succeed(Option.none())
+          const bytes = bytesOrError(row)
+          return bytes instanceof DriverError ? Exit.fail(bytes) : Exit.succeed(Option.some(bytes))
+        })
+      })
+  })
+
+  const hasLane = coalescer.lane<string, boolean, DriverError>({
+    one: hasOnPool,
+    alone: hasOnPool,
+    maxItems: BATCH,
+    many: (keys) =>
+      Effect.map(backend(onPool(statements.hasMany, [distinctKeys(keys, (key) => key)])), (rows) => {
+        const live = new Set(rows.map((row) => String(row["key"])))
+        return keys.map((key) => Exit.succeed(live.has(key)))
+      })
+  })
+
+  /**
+   * Sets write only keys whose lock they get without waiting; a key whose
+   * update is in flight comes back `RETRY` and its caller waits with `set`.
+   * Two queued sets of one key are concurrent calls: the later one's value is
+   * written, and both are answered once it is.
+   */
+  // Sets that must wait for a key's lock wait here one per key, so they hold one pooled connection per key, not one each.
+  const waitingSets = makeKeyedLock()
+
+  const setLane = coalescer.lane<SetItem, void, DriverError>({
+    one: (item) =>
+      backend(Effect.map(
+        onPool(statements.setIfFree, [item.hash, item.key, item.value, item.ttl]),
+        (rows) => (rows.length > 0 ? undefined : RETRY)
+      )),
+    alone: (item) => waitingSets.withLock(item.key, setOnPool(item)),
+    maxItems: BATCH,
+    sizeOf: (item) => item.value.length,
+    maxBytes: SET_BATCH_BYTES,
+    many: (items) => {
+      const last = new Map<string, SetItem>()
+      for (const item of items) {
+        last.delete(item.key)
+        last.set(item.key, item)
+      }
+      const rows = Array.from(last.values())
+      return Effect.map(
+        backend(onPool(statements.setManyIfFree, [
+          rows.map((item) => item.hash),
+          rows.map((item) => item.key),
+          rows.map((item) => item.value),
+          rows.map((item) => item.ttl)
+        ])),
+        (written) => {
+          const done = new Set(written.map((row) => String(row["key"])))
+          return items.map((item) => (done.has(item.key) ? Exit.void : RETRY))
+        }
+      )
+    }
+  })
+
+  /** `coalesced` outside a live transaction; inside one, the single statement joins it. */
+  const unlessInTransaction = <I, A>(
+    inTransaction: (item: I) => Effect.Effect<A, DriverError>,
+    coalesced: (item: I) => Effect.Effect<A, DriverError>
+  ) =>
+  (item: I): Effect.Effect<A, DriverError> =>
+    Effect.flatMap(liveTransaction, (transaction) => (Option.isSome(transaction) ? inTransaction(item) : coalesced(item)))
+
+  const get = unlessInTransaction(getWith(run), getLane.run)
+  const has = unlessInTransaction(
+    (key: string) => backend(Effect.map(run(statements.has, [key]), (rows) => rows.length > 0)),
+    hasLane.run
+  )
+  const setItem = unlessInTransaction(
+    (item: SetItem) => backend(Effect.asVoid(run(statements.set, [item.hash, item.key, item.value, item.ttl]))),
+    setLane.run
+  )
 
   /** A write statement that runs at once unless an update of the key is in flight; then `locked` runs after it. */
   const unlessLocked = (
@@ -329,15 +450,14 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
   return {
     name: "PostgreSQL",
     get,
-    set: (key, value, ttl) =>
-      backend(Effect.asVoid(run(statements.set, [hashOf(key), key, value, ttlParam(ttl)]))),
+    set: (key, value, ttl) => setItem({ key, hash: hashOf(key), value, ttl: ttlParam(ttl) }),
     delete: delete_,
     modify,
     keys,
     cleanup: deleteInBatches(run(statements.cleanupBatch, [CLEANUP_BATCH]), () => true),
     // several instances may sweep at once: each batch is gated by a try-lock, losers stop this round
     sweep: deleteInBatches(run(statements.sweepBatch, [CLEANUP_BATCH]), (row) => row?.["mine"] === true),
-    has: (key) => backend(Effect.map(run(statements.has, [key]), (rows) => rows.length > 0)),
+    has,
     timeToLive: (key) =>
       backend(Effect.map(run(statements.timeToLive, [key]), (rows) =>
         rows.length === 0

@@ -97,6 +97,18 @@ export interface Statements {
 
   /** $1 keys text[] → key, value (null when too large to read safely), size; live rows only */
   readonly getMany: string
+  /** $1 keys text[] → key; live rows only */
+  readonly hasMany: string
+  /**
+   * $1 key_hash, $2 key, $3 value, $4 ttl ms or null → one row when written: writes only if it gets the
+   * key's lock without waiting (no update of the key is in flight); else nothing, and the caller waits with `set`
+   */
+  readonly setIfFree: string
+  /**
+   * $1 key_hashes bigint[], $2 keys text[] (distinct), $3 values bytea[], $4 ttls float8[] (ms or null) → key
+   * of each row written: like `setIfFree` for each key, in one statement
+   */
+  readonly setManyIfFree: string
   /**
    * $1 key_hashes bigint[], $2 keys text[], $3 values bytea[], $4 ttl ms or null: takes the keys' locks in
    * key_hash order, then upserts; the keys must be distinct
@@ -239,6 +251,19 @@ export const makeStatements = (options: {
       `SELECT g.mine AS mine, (SELECT count(*) FROM d)::int AS n FROM g`,
     beginAndLock: (hash) => `BEGIN; SELECT pg_advisory_xact_lock(${BigInt.asIntN(64, hash).toString()})`,
     getMany: `SELECT key, ${safeValue} FROM ${t} WHERE key = ANY($1::text[]) AND ${live("now()")}`,
+    hasMany: `SELECT key FROM ${t} WHERE key = ANY($1::text[]) AND ${live("now()")}`,
+    // A try-lock never waits, so no lock order is needed, and a key whose lock is held is left out
+    // rather than waiting (and holding back the other keys): its caller waits alone. The CTE is
+    // materialised so every try-lock is taken before any row is written, and only those rows.
+    setIfFree: `WITH l AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::bigint) AS free) ` +
+      `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
+      `SELECT $1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp() FROM l WHERE l.free ${upsertTail} ` +
+      `RETURNING 1 AS written`,
+    setManyIfFree: `WITH l AS MATERIALIZED (SELECT u.h, u.k, u.v, u.ms, pg_try_advisory_xact_lock(u.h) AS free ` +
+      `FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::float8[]) AS u(h, k, v, ms)) ` +
+      `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
+      `SELECT l.h, l.k, l.v, ${expiryOf("l.ms")}, clock_timestamp() FROM l WHERE l.free ${upsertTail} ` +
+      `RETURNING key`,
     setMany: `WITH l AS MATERIALIZED (${lockAll("pg_advisory_xact_lock", "unnest($1::bigint[])")}) ` +
       `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
       `SELECT u.h, u.k, u.v, ${expiry}, clock_timestamp() FROM l, unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(h, k, v) ` +

@@ -1,0 +1,241 @@
+/**
+ * Request batching on PostgreSQL (issue 11): concurrent gets, `has` and sets
+ * coalesce into one statement per free connection. Small pools make almost
+ * every call of these tests wait, so they go out in batches.
+ */
+import { PgClient } from "@effect/sql-pg"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { assert, describe, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import { randomUUID } from "node:crypto"
+import { inject } from "vitest"
+import * as KvStore from "../src/KvStore.js"
+import * as PostgresStore from "../src/PostgresStore.js"
+
+const databaseUrl = inject("databaseUrl")
+const run = randomUUID().slice(0, 8)
+const freshTable = (what: string) => `kv_${what}_${run}`
+
+const pg = (maxConnections: number) =>
+  PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections, applicationName: "effect-kv-batching" })
+
+/** A store on its own pool of `maxConnections`, with the pool's SqlClient. */
+const instance = (options: PostgresStore.Options, maxConnections: number) =>
+  Effect.map(
+    Layer.build(Layer.provideMerge(PostgresStore.layer(options), pg(maxConnections))),
+    (ctx) => ({ store: Context.get(ctx, KvStore.KvStore), sql: Context.get(ctx, SqlClient.SqlClient) })
+  )
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+const bytes = (s: string) => encoder.encode(s)
+const text = (b: Uint8Array) => decoder.decode(b)
+
+const sleep = (millis: number) => Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, millis)))
+
+/** Fails the test instead of hanging it. */
+const bounded = (millis: number, what: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.timeoutFail(effect, { duration: millis, onTimeout: () => new Error(`${what}: still waiting after ${millis} ms`) })
+
+describe("PostgresStore request batching", () => {
+  it.scopedLive("200 concurrent gets, has and sets of mixed keys on a pool of 2 give exactly the right answers", () =>
+    Effect.gen(function*() {
+      const { store } = yield* instance({ table: freshTable("batch_mixed") }, 2)
+      yield* store.setMany(Array.from({ length: 50 }, (_, i) => [`pre/${i}`, bytes(`pre ${i}`)] as const))
+      yield* store.set("pre/empty", new Uint8Array(0))
+      const calls = Array.from({ length: 200 }, (_, i) => {
+        switch (i % 4) {
+          // a fiber's set, then its get of the same key: the get sees the set
+          case 0:
+            return Effect.zipRight(
+              store.set(`own/${i}`, bytes(`own ${i}`)),
+              Effect.map(store.get(`own/${i}`), (v) => `own/${i}=${text(v)}`)
+            )
+          // preloaded keys, some missing (duplicates of one key in a batch too)
+          case 1:
+            return Effect.map(
+              store.getOption(i % 8 === 1 ? `pre/${i % 50}` : `missing/${i % 3}`),
+              (v) => `${i}:${Option.match(v, { onNone: () => "none", onSome: text })}`
+            )
+          case 2:
+            return Effect.map(store.has(i % 8 === 2 ? `pre/${i % 50}` : `missing/${i}`), (h) => `${i}:${h}`)
+          default:
+            // concurrent sets of one key: one of the values wins, and each call is acknowledged
+            return Effect.as(store.set(`shared/${i % 5}`, bytes(`shared ${i}`)), `${i}:set`)
+        }
+      })
+      const answers = yield* Effect.all(calls, { concurrency: "unbounded" }).pipe(bounded(20_000, "200 calls"))
+      const expected = Array.from({ length: 200 }, (_, i) => {
+        switch (i % 4) {
+          case 0:
+            return `own/${i}=own ${i}`
+          case 1:
+            return `${i}:${i % 8 === 1 ? `pre ${i % 50}` : "none"}`
+          case 2:
+            return `${i}:${i % 8 === 2}`
+          default:
+            return `${i}:set`
+        }
+      })
+      assert.deepStrictEqual(answers, expected)
+      for (let k = 0; k < 5; k++) {
+        const value = text(yield* store.get(`shared/${k}`))
+        const writers = Array.from({ length: 200 }, (_, i) => i).filter((i) => i % 4 === 3 && i % 5 === k)
+        assert.include(writers.map((i) => `shared ${i}`), value)
+      }
+      // every set landed: read back in one statement
+      const own = yield* store.getMany(Array.from({ length: 50 }, (_, j) => `own/${j * 4}`))
+      assert.deepStrictEqual(own.map((v) => Option.map(v, text)), Array.from({ length: 50 }, (_, j) => Option.some(`own ${j * 4}`)))
+      assert.strictEqual((yield* store.get("pre/empty")).length, 0)
+    }))
+
+  it.scopedLive("a slow update of A (another instance) holds back no batched set of other keys; a set of A waits, then wins", () =>
+    Effect.gen(function*() {
+      const table = freshTable("batch_slow")
+      const holder = yield* instance({ table }, 2)
+      const writer = yield* instance({ table, createTable: false }, 3)
+      const inside = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const updating = yield* Effect.fork(holder.store.update("A", () =>
+        Deferred.succeed(inside, undefined).pipe(Effect.zipRight(Deferred.await(release)), Effect.as(bytes("from update")))))
+      yield* Deferred.await(inside).pipe(bounded(5000, "the update's start"))
+      // sets of A among 60 sets of other keys, all at once
+      const settingA = yield* Effect.fork(
+        Effect.all(Array.from({ length: 3 }, () => writer.store.set("A", bytes("from set"))), { concurrency: "unbounded" })
+      )
+      const others = yield* Effect.all(
+        Array.from({ length: 60 }, (_, i) => writer.store.set(`other/${i}`, bytes(`v${i}`))),
+        { concurrency: "unbounded" }
+      ).pipe(Effect.exit, bounded(10_000, "the sets of other keys while A is locked"))
+      assert.isTrue(Exit.isSuccess(others), Exit.isFailure(others) ? Cause.pretty(others.cause) : "")
+      const values = yield* writer.store.getMany(Array.from({ length: 60 }, (_, i) => `other/${i}`))
+      assert.deepStrictEqual(values.map((v) => Option.map(v, text)), Array.from({ length: 60 }, (_, i) => Option.some(`v${i}`)))
+      // the sets of A still wait for the update
+      yield* sleep(100)
+      assert.isTrue(Option.isNone(yield* Fiber.poll(settingA)), "a set of A finished while its update was in flight")
+      assert.strictEqual(text(yield* holder.store.get("A").pipe(Effect.orElseSucceed(() => bytes("missing")))), "missing")
+      yield* Deferred.succeed(release, undefined)
+      assert.strictEqual(text(yield* Fiber.join(updating)), "from update")
+      yield* Fiber.join(settingA).pipe(bounded(5000, "the sets of A after the update"))
+      assert.strictEqual(text(yield* writer.store.get("A")), "from set")
+    }))
+
+  it.scopedLive("interrupting some waiting callers leaves the others' answers and the pool intact", () =>
+    Effect.gen(function*() {
+      const table = freshTable("batch_interrupt")
+      const { store } = yield* instance({ table }, 1)
+      yield* store.setMany(Array.from({ length: 40 }, (_, i) => [`k/${i}`, bytes(`v${i}`)] as const))
+      // the only connection is held by an update: every call below waits, one for the pool, the rest queued
+      const inside = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const updating = yield* Effect.fork(store.update("held", () =>
+        Deferred.succeed(inside, undefined).pipe(Effect.zipRight(Deferred.await(release)), Effect.as(bytes("h")))))
+      yield* Deferred.await(inside).pipe(bounded(5000, "the update's start"))
+      const calls = yield* Effect.forEach(Array.from({ length: 40 }, (_, i) => i), (i) =>
+        Effect.fork(
+          i % 2 === 0
+            ? Effect.map(store.get(`k/${i}`), text)
+            : Effect.as(store.set(`k/${i}`, bytes(`new ${i}`)), "set")
+        ))
+      yield* sleep(100)
+      // interrupt every third caller, the first one (waiting for the pool) among them
+      const interrupted = calls.filter((_, i) => i % 3 === 0)
+      yield* Effect.forEach(interrupted, Fiber.interrupt).pipe(bounded(5000, "interrupting waiting callers"))
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(updating)
+      for (let i = 0; i < calls.length; i++) {
+        const exit = yield* Fiber.await(calls[i]!).pipe(bounded(10_000, `call ${i}`))
+        if (i % 3 === 0) {
+          assert.isTrue(Exit.isInterrupted(exit), `call ${i}: ${String(exit)}`)
+        } else {
+          assert.deepStrictEqual(exit, Exit.succeed(i % 2 === 0 ? `v${i}` : "set"), `call ${i}`)
+        }
+      }
+      // nothing left behind: the single connection serves on, updates and batches alike
+      yield* Effect.all(
+        Array.from({ length: 20 }, (_, i) => store.set(`after/${i}`, bytes("ok"))),
+        { concurrency: "unbounded" }
+      ).pipe(bounded(5000, "sets after the interruptions"))
+      assert.strictEqual(text(yield* store.update("held", () => Effect.succeed(bytes("again")))), "again")
+      // an interrupted set was either written in full or not at all
+      for (let i = 1; i < 40; i += 2) {
+        const v = text(yield* store.get(`k/${i}`))
+        assert.include([`v${i}`, `new ${i}`], v)
+        if (i % 3 !== 0) assert.strictEqual(v, `new ${i}`)
+      }
+    }))
+
+  it.scopedLive("a trigger that refuses one key fails that set only; the others of its batch are written", () =>
+    Effect.gen(function*() {
+      const table = freshTable("batch_trigger")
+      const { sql, store } = yield* instance({ table }, 1)
+      yield* sql.unsafe(
+        `CREATE FUNCTION ${table}_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ ` +
+          `BEGIN IF NEW.key LIKE 'bad%' THEN RAISE EXCEPTION 'refused %', NEW.key; END IF; RETURN NEW; END $$`
+      )
+      yield* sql.unsafe(
+        `CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON ${table} FOR EACH ROW EXECUTE FUNCTION ${table}_refuse()`
+      )
+      const keys = Array.from({ length: 60 }, (_, i) => (i % 20 === 7 ? `bad/${i}` : `good/${i}`))
+      const exits = yield* Effect.all(keys.map((key) => Effect.exit(store.set(key, bytes(key)))), {
+        concurrency: "unbounded"
+      }).pipe(bounded(10_000, "60 sets"))
+      for (let i = 0; i < keys.length; i++) {
+        const exit = exits[i]!
+        if (keys[i]!.startsWith("bad")) {
+          assert.isTrue(Exit.isFailure(exit), `${keys[i]} was written`)
+          const error = Option.getOrThrow(Cause.failureOption((exit as Exit.Failure<void, KvStore.KvError>).cause))
+          assert.instanceOf(error, KvStore.KvError)
+          assert.strictEqual(error.reason, "Backend")
+          assert.strictEqual(error.op, "set")
+          assert.strictEqual(error.key, keys[i])
+          assert.match(error.message, /refused/)
+        } else {
+          assert.isTrue(Exit.isSuccess(exit), `${keys[i]}: ${Exit.isFailure(exit) ? Cause.pretty(exit.cause) : ""}`)
+        }
+      }
+      const stored = yield* store.getMany(keys)
+      assert.deepStrictEqual(
+        stored.map((v) => Option.map(v, text)),
+        keys.map((key) => (key.startsWith("bad") ? Option.none() : Option.some(key)))
+      )
+    }))
+
+  it.scopedLive("inside a transaction nothing is batched: concurrent calls see the transaction's own writes", () =>
+    Effect.gen(function*() {
+      const table = freshTable("batch_tx")
+      const { sql, store } = yield* instance({ table }, 2)
+      yield* store.set("tx/seen", bytes("before"))
+      const inTx = yield* sql.withTransaction(
+        Effect.gen(function*() {
+          yield* Effect.all(Array.from({ length: 10 }, (_, i) => store.set(`tx/${i}`, bytes(`t${i}`))), {
+            concurrency: "unbounded"
+          })
+          yield* store.set("tx/seen", bytes("inside"))
+          return yield* Effect.all(
+            [
+              Effect.map(store.get("tx/seen"), text),
+              Effect.map(store.has("tx/3"), String),
+              Effect.map(store.getOption("tx/9"), (v) => Option.match(v, { onNone: () => "none", onSome: text }))
+            ],
+            { concurrency: "unbounded" }
+          )
+        })
+      )
+      assert.deepStrictEqual(inTx, ["inside", "true", "t9"])
+      // and the transaction's writes were the transaction's: rolled back, they are gone
+      const rolledBack = yield* Effect.exit(sql.withTransaction(
+        Effect.zipRight(store.set("tx/rolled", bytes("x")), Effect.fail("abort"))
+      ))
+      assert.isTrue(Exit.isFailure(rolledBack))
+      assert.isFalse(yield* store.has("tx/rolled"))
+    }))
+})
