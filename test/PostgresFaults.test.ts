@@ -217,11 +217,12 @@ describe("PostgresStore faults", () => {
           const release = yield* Deferred.make<void>()
           const started = [yield* Deferred.make<void>(), yield* Deferred.make<void>()] as const
           const holders = yield* Effect.forEach(started, (s, j) =>
-            Effect.fork(store.update(`hold/${j}`, () =>
+            Effect.forkDaemon(store.update(`hold/${j}`, () =>
               Deferred.succeed(s, undefined).pipe(Effect.zipRight(Deferred.await(release)), Effect.as(bytes("h"))))))
           yield* Effect.forEach(started, Deferred.await).pipe(bounded(5000, "the holders' start"))
 
-          const calling = yield* Effect.fork(call(store, "k"))
+          // daemons: a fiber stuck where interruption cannot reach must not hold the test's end
+          const calling = yield* Effect.forkDaemon(call(store, "k"))
           yield* sleep(50)
           assert.isTrue(Option.isNone(yield* Fiber.poll(calling)), `${op} did not wait for the exhausted pool`)
           // interrupt without waiting (an interruption that is not heard must not block the test), then free the pool
@@ -278,8 +279,8 @@ describe("PostgresStore faults", () => {
           const [op, call] = randomCall()
           const interrupt = random() < 0.3
           const delay = Math.floor(random() * 21)
-          const fiber = yield* Effect.fork(call)
-          if (interrupt) yield* Effect.fork(Effect.zipRight(sleep(delay), Fiber.interrupt(fiber)))
+          const fiber = yield* Effect.forkDaemon(call)
+          if (interrupt) yield* Effect.forkDaemon(Effect.zipRight(sleep(delay), Fiber.interrupt(fiber)))
           return { op, interrupt, fiber }
         }))
       yield* Effect.forEach(fibers, ({ fiber, interrupt, op }) =>
