@@ -440,8 +440,10 @@ describe("PostgresStore faults", () => {
       const problems: Array<string> = []
       for (const [index, memoryCase] of memoryCases.entries()) {
         const name = memoryCase[0]
-        const a = yield* Effect.either(runHostileCase(memory, prefix, memoryCase))
-        const b = yield* Effect.either(runHostileCase(postgres, prefix, postgresCases[index]!))
+        const a = yield* Effect.either(runHostileCase(memory, prefix, memoryCase)).pipe(bounded(5000, `MemoryStore, ${name}`))
+        const b = yield* Effect.either(runHostileCase(postgres, prefix, postgresCases[index]!)).pipe(
+          bounded(5000, `PostgresStore, ${name}`)
+        )
         if (a._tag === "Left") problems.push(`MemoryStore: ${a.left}`)
         if (b._tag === "Left") problems.push(`PostgresStore: ${b.left}`)
         if (a._tag === "Right" && b._tag === "Right") {
