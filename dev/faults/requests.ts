@@ -11,7 +11,6 @@
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
 import { PgClient } from "@effect/sql-pg"
-import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -38,12 +37,15 @@ export const requestsScenario = async (): Promise<ScenarioResult> => {
   const server = await startPostgres({ ignoreDatabaseUrl: false })
   const pool = new Pg.Pool({ connectionString: server.url, max: POOL, application_name: APP })
   pool.on("error", () => {})
+  const admin = new Pg.Pool({ connectionString: server.url, max: 1, application_name: "effect-kv-faults-inspect" })
+  admin.on("error", () => {})
   const table = `kv_faults_requests_${Date.now()}`
   const random = mulberry32(42)
 
   const program = Effect.gen(function*() {
     const store = yield* PostgresStore.make({ table })
-    const sql = yield* SqlClient.SqlClient
+    const inspect = (text: string) =>
+      Effect.promise(() => admin.query<{ n: number }>(text, [APP])).pipe(Effect.map((r) => r.rows[0]!.n))
     const keys = ["r/0", "r/1", "r/2", "r/3", "r/4"]
     let incAttempted = 0
     let incAcknowledged = 0
@@ -78,10 +80,10 @@ export const requestsScenario = async (): Promise<ScenarioResult> => {
         Effect.fork(Effect.timeout(request(i), 5 + Math.floor(random() * 146))))
       const exits = yield* Effect.forEach(fibers, Fiber.await).pipe(
         Effect.disconnect,
-        Effect.timeoutOption(20_000)
+        Effect.timeoutOption(10_000)
       )
       if (Option.isNone(exits)) {
-        violations.push(`wave ${wave + 1}: request fibers still running after 20 s`)
+        violations.push(`wave ${wave + 1}: request fibers still running after 10 s`)
         break
       }
       for (const exit of exits.value) {
@@ -105,12 +107,13 @@ export const requestsScenario = async (): Promise<ScenarioResult> => {
       if (pool.waitingCount > 0 || pool.idleCount !== pool.totalCount) {
         problem = `pool not idle: ${pool.totalCount} connections, ${pool.idleCount} idle, ${pool.waitingCount} waiting`
       } else {
-        const busy = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
-          WHERE application_name = ${APP} AND state <> 'idle' AND pid <> pg_backend_pid()`
-        const locks = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-          WHERE l.locktype = 'advisory' AND a.application_name = ${APP}`
-        if (busy[0]!.n > 0) problem = `${busy[0]!.n} backends of ours not idle`
-        else if (locks[0]!.n > 0) problem = `${locks[0]!.n} advisory locks left`
+        // asked through a separate pool: ours may be the thing that is broken
+        const busy = yield* inspect(`SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE application_name = $1 AND state <> 'idle'`)
+        const locks = yield* inspect(`SELECT count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'advisory' AND a.application_name = $1`)
+        if (busy > 0) problem = `${busy} backends of ours not idle`
+        else if (locks > 0) problem = `${locks} advisory locks left`
       }
       if (problem === undefined || Date.now() > deadline) break
       yield* Effect.sleep(20)
@@ -131,10 +134,9 @@ export const requestsScenario = async (): Promise<ScenarioResult> => {
     ).pipe(Effect.disconnect, Effect.timeoutOption(5000))
     if (Option.isNone(served)) violations.push(`the pool no longer serves ${POOL} transactions at once`)
 
-    const counter = Option.match(yield* store.getOption("r/counter"), {
-      onNone: () => 0,
-      onSome: (v) => Number(decoder.decode(v))
-    })
+    const stored = yield* store.getOption("r/counter").pipe(Effect.disconnect, Effect.timeoutOption(5000))
+    if (Option.isNone(stored)) violations.push("reading the counter did not finish within 5 s")
+    const counter = Option.match(Option.flatten(stored), { onNone: () => 0, onSome: (v) => Number(decoder.decode(v)) })
     if (counter < incAcknowledged) violations.push(`counter ${counter} < ${incAcknowledged} acknowledged increments`)
     if (counter > incAttempted) violations.push(`counter ${counter} > ${incAttempted} attempted increments`)
     const total = WAVES * REQUESTS_PER_WAVE
@@ -161,6 +163,7 @@ export const requestsScenario = async (): Promise<ScenarioResult> => {
       )
     )
   } finally {
+    await admin.end().catch(() => undefined)
     await server.stop()
   }
   return { name: "request timeouts on a saturated pool (pool of 4)", lines, violations }

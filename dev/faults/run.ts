@@ -15,6 +15,9 @@ const scenarios: ReadonlyArray<readonly [string, () => Promise<ScenarioResult>]>
   ["requests", requestsScenario]
 ]
 
+/** A scenario still running after this is stuck: reported, and the run fails. */
+const SCENARIO_BOUND = 100_000
+
 const only = process.argv[2]
 let failed = 0
 const started = Date.now()
@@ -23,7 +26,13 @@ for (const [name, scenario] of scenarios) {
   const t0 = Date.now()
   let result: ScenarioResult
   try {
-    result = await scenario()
+    let timer: NodeJS.Timeout | undefined
+    result = await Promise.race([
+      scenario(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`not done after ${SCENARIO_BOUND / 1000} s: something is stuck`)), SCENARIO_BOUND)
+      })
+    ]).finally(() => clearTimeout(timer))
   } catch (error) {
     result = { name, lines: [], violations: [`the scenario itself failed: ${error instanceof Error ? error.stack : String(error)}`] }
   }
