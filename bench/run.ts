@@ -1,18 +1,20 @@
 /**
- * `npm run bench` (everything), `npm run bench -- memory`, `npm run bench -- postgres`.
+ * `npm run bench` (everything), `npm run bench -- memory`, `npm run bench -- postgres`,
+ * `npm run bench -- batches` (batch, prefix and stream operations on both backends).
  * Prints the table and writes `bench/results.json`. PostgreSQL comes from
  * `DATABASE_URL` or the embedded server the tests use (`dev/postgresServer.ts`).
  */
 import { fileURLToPath } from "node:url"
 import { startPostgres } from "../dev/postgresServer.js"
+import { runBatches } from "./batches.js"
 import { runMemory } from "./memory.js"
 import { runPostgres } from "./postgres.js"
 import { formatTable, type Row, score, writeResults } from "./lib/report.js"
 
 const args = process.argv.slice(2).filter((a) => a !== "--")
 const which = args[0] ?? "all"
-if (!["all", "memory", "postgres"].includes(which)) {
-  console.error("usage: npm run bench [-- memory|postgres]")
+if (!["all", "memory", "postgres", "batches"].includes(which)) {
+  console.error("usage: npm run bench [-- memory|postgres|batches]")
   process.exit(2)
 }
 
@@ -28,13 +30,21 @@ if (which === "all" || which === "memory") {
   }
 }
 let postgres: Record<string, unknown> | undefined
-if (which === "all" || which === "postgres") {
+if (which === "all" || which === "postgres" || which === "batches") {
   const server = await startPostgres()
   postgres = { embedded: server.embedded, collation: server.collation }
+  const suites = [
+    ...(which === "batches" ? [] : [["postgres", () => runPostgres(server.url)] as const]),
+    ...(which === "postgres" ? [] : [["batches", () => runBatches(server.url)] as const])
+  ]
   try {
-    rows.push(...(await runPostgres(server.url)))
-  } catch (error) {
-    failures.push(`postgres: ${error instanceof Error ? error.stack ?? error.message : String(error)}`)
+    for (const [name, suite] of suites) {
+      try {
+        rows.push(...(await suite()))
+      } catch (error) {
+        failures.push(`${name}: ${error instanceof Error ? error.stack ?? error.message : String(error)}`)
+      }
+    }
   } finally {
     await server.stop()
   }
