@@ -8,6 +8,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import type * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
@@ -83,6 +84,27 @@ describe("lazy ordered index", () => {
       // and it stays exact afterwards
       set("k:zzz")
       remove(keyOf(3))
+      assert.deepStrictEqual(allKeys((yield* index.ready).scan), sorted(map.keys()))
+    }))
+
+  it.live("a build interrupted midway is finished by the next listing, writes in between included", () =>
+    Effect.gen(function*() {
+      const map = new Map<string, number>()
+      for (let i = 0; i < 200_000; i++) map.set(keyOf(i), i)
+      const index = makeLazyOrderedIndex(() => map.keys())
+      const firstListing = yield* Effect.fork(index.ready)
+      // a few event-loop turns: some slices done, not all
+      for (let turn = 0; turn < 3; turn++) yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+      const exit = yield* Fiber.interrupt(firstListing)
+      assert.isTrue(Exit.isInterrupted(exit), "the build was still running when interrupted")
+      const maintained = index.maintained
+      assert.isDefined(maintained)
+      for (let i = 0; i < 200_000; i += 1000) {
+        map.delete(keyOf(i))
+        maintained!.remove(keyOf(i))
+        map.set(`n:${i}`, i)
+        maintained!.add(`n:${i}`)
+      }
       assert.deepStrictEqual(allKeys((yield* index.ready).scan), sorted(map.keys()))
     }))
 
