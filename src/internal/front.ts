@@ -42,6 +42,9 @@ class Refusal {
 
 const KEEP: Write = { _tag: "Keep" }
 
+const functionFailed = (cause: Cause.Cause<unknown>): Effect.Effect<never, FunctionFailure> =>
+  Effect.fail(new FunctionFailure(cause))
+
 /** Keys per page when the front pages on its own (count, deletePrefix) and the default `batchSize`. */
 export const PAGE_SIZE = 1000
 
@@ -297,7 +300,7 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
           )
         }
         return Effect.matchCauseEffect(result as Effect.Effect<unknown, E, R>, {
-          onFailure: (cause) => Effect.fail(new FunctionFailure(cause)),
+          onFailure: functionFailed,
           onSuccess: (next) => {
             const problem = valueProblem(next)
             if (problem !== undefined) {
@@ -305,12 +308,12 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
                 new Refusal(invalid("update", key, `Invalid value for update: the update function must return ${problem.replace(/^a value must be /, "")}`))
               )
             }
-            const stored = copyBytes(next as Uint8Array)
-            return Effect.succeed([stored, { _tag: "Put", value: stored, ttl: millis }] as const)
+            // the store keeps a copy; the caller gets the function's own array back (one copy, not two)
+            return Effect.succeed([next as Uint8Array, { _tag: "Put", value: copyBytes(next as Uint8Array), ttl: millis }] as const)
           }
         })
       }
-      return Effect.map(modify("update", key, run), copyBytes) as Effect.Effect<Uint8Array, E | KvError, R>
+      return modify("update", key, run) as Effect.Effect<Uint8Array, E | KvError, R>
     })
 
   const keys = (prefix: string): Effect.Effect<ReadonlyArray<string>, KvError> =>
@@ -350,6 +353,14 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
     Effect.suspend(() => {
       const bad = checkKey("increment", key)
       if (bad !== undefined) return Effect.fail(bad)
+      // increment(key, 42) is not increment(key, { by: 42 }): anything but an options object is refused, not defaulted
+      if (options !== undefined && (typeof options !== "object" || options === null)) {
+        return Effect.fail(invalid(
+          "increment",
+          key,
+          `Invalid options for increment: expected an object such as { by: ${typeof options === "number" ? options : 1} }, got ${describeKind(options)}`
+        ))
+      }
       let by: unknown
       let ttl: unknown
       try {

@@ -35,10 +35,29 @@ interface Lock {
   holder: Hold | undefined
 }
 
-/** The holds the current fiber runs inside. A joined child never changes its parent's. */
+/**
+ * The holds a fiber runs inside, in a cell the fiber owns and changes in place:
+ * a `FiberRef` write copies the fiber's whole map of refs, and an update would
+ * otherwise pay two of them. A fiber writes its ref once, the first time it
+ * takes a lock, to a cell of its own (`owner`). A fork gets an unowned,
+ * never-changed snapshot of its parent's holds at that moment, so a child
+ * forked during a hold still sees it, and later holds of the parent are not
+ * the child's. A joined child never changes its parent's cell.
+ */
+interface Holds {
+  readonly owner: object | undefined
+  holds: Hold | undefined
+}
+
+const NO_HOLDS: Holds = { owner: undefined, holds: undefined }
+
 const currentHolds = globalValue(
-  "effect-kv/internal/keyedLock/currentHolds",
-  () => FiberRef.unsafeMake<Hold | undefined>(undefined, { join: (parent) => parent })
+  "effect-kv/internal/keyedLock/currentHolds/2",
+  () =>
+    FiberRef.unsafeMake<Holds>(NO_HOLDS, {
+      fork: (cell) => (cell.owner === undefined ? cell : { owner: undefined, holds: cell.holds }),
+      join: (parent) => parent
+    })
 )
 
 type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
@@ -98,19 +117,40 @@ export const makeKeyedLock = (): KeyedLock => {
     )
   }
 
-  /** Runs `body` as the holder of `lock`, marked in the fiber's holds; releases whatever happens. */
+  /** The fiber's own cell of holds, made (one FiberRef write) the first time it takes a lock. */
+  const ownHolds = (fiber: FiberWithRefs): Holds => {
+    const cell = fiber.getFiberRef(currentHolds)
+    if (cell.owner === fiber) return cell
+    const own: Holds = { owner: fiber, holds: cell.holds }
+    fiber.setFiberRef(currentHolds, own)
+    return own
+  }
+
+  /**
+   * Runs `body` as the holder of `lock`, marked in the fiber's holds; releases
+   * whatever happens. Called uninterruptible: the handlers below run before any
+   * interruption can, so no `ensuring` (a second mask and two more steps) is needed.
+   */
   const hold = <A, E, R>(fiber: FiberWithRefs, key: string, lock: Lock, body: Effect.Effect<A, E, R>) => {
-    const outer = fiber.getFiberRef(currentHolds)
+    const cell = ownHolds(fiber)
+    const outer = cell.holds
     const mine: Hold = { key, next: outer }
     lock.holder = mine
-    fiber.setFiberRef(currentHolds, mine)
-    return Effect.ensuring(
-      body,
-      Effect.sync(() => {
-        fiber.setFiberRef(currentHolds, outer)
-        release(key, lock)
-      })
-    )
+    cell.holds = mine
+    const end = (): void => {
+      cell.holds = outer
+      release(key, lock)
+    }
+    return Effect.matchCauseEffect(body, {
+      onFailure: (cause) => {
+        end()
+        return Effect.failCause(cause)
+      },
+      onSuccess: (value) => {
+        end()
+        return Effect.succeed(value)
+      }
+    })
   }
 
   const withLock = <A, E, R>(key: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
@@ -128,18 +168,18 @@ export const makeKeyedLock = (): KeyedLock => {
     )
 
   const heldByCurrentFiber = (key: string): Effect.Effect<boolean> =>
-    Effect.map(FiberRef.get(currentHolds), (holds) => {
+    Effect.map(FiberRef.get(currentHolds), (cell) => {
       const holder = locks.get(key)?.holder
       if (holder === undefined) return false
-      for (let hold = holds; hold !== undefined; hold = hold.next) {
+      for (let hold = cell.holds; hold !== undefined; hold = hold.next) {
         if (hold === holder) return true
       }
       return false
     })
 
-  const keysHeldByCurrentFiber: Effect.Effect<ReadonlyArray<string>> = Effect.map(FiberRef.get(currentHolds), (holds) => {
+  const keysHeldByCurrentFiber: Effect.Effect<ReadonlyArray<string>> = Effect.map(FiberRef.get(currentHolds), (cell) => {
     const keys: Array<string> = []
-    for (let hold = holds; hold !== undefined; hold = hold.next) {
+    for (let hold = cell.holds; hold !== undefined; hold = hold.next) {
       if (locks.get(hold.key)?.holder === hold) keys.push(hold.key)
     }
     return keys

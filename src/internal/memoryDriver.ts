@@ -177,20 +177,19 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
     put(key, { value: write.value, expiresAt })
   }
 
+  // clockWith calls its function when the effect runs: no suspend needed
   const modify: Driver["modify"] = (key, f) =>
-    Effect.clockWith((clock) =>
-      Effect.suspend(() => {
-        const now = clock.unsafeCurrentTimeMillis()
-        const before = live(key, now)
-        const current: Option.Option<LiveEntry> = before === undefined
-          ? Option.none()
-          : Option.some({ value: before.value, expiresIn: before.expiresAt === undefined ? undefined : before.expiresAt - now })
-        return Effect.map(f(current), ([result, write]) => {
-          apply(key, write, before, clock.unsafeCurrentTimeMillis())
-          return result
-        })
+    Effect.clockWith((clock) => {
+      const now = clock.unsafeCurrentTimeMillis()
+      const before = live(key, now)
+      const current: Option.Option<LiveEntry> = before === undefined
+        ? Option.none()
+        : Option.some({ value: before.value, expiresIn: before.expiresAt === undefined ? undefined : before.expiresAt - now })
+      return Effect.map(f(current), ([result, write]) => {
+        apply(key, write, before, clock.unsafeCurrentTimeMillis())
+        return result
       })
-    )
+    })
 
   /**
    * Removes expired entries in slices, yielding between them, so a huge map
