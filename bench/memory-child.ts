@@ -5,8 +5,10 @@
  *   heap <map|effect-kv|layerMemory> <entries>   heapUsed + external per entry after gc
  *   stall <entries>                              longest event-loop stall while the
  *                                                sweeper removes `entries` expired entries
+ *   indexStall <entries>                         longest event-loop stall during the first
+ *                                                listing of `entries` keys (the index build)
  */
-import { monitorEventLoopDelay } from "node:perf_hooks"
+import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks"
 import { setTimeout as sleep } from "node:timers/promises"
 import * as KeyValueStore from "@effect/platform/KeyValueStore"
 import * as Effect from "effect/Effect"
@@ -127,12 +129,58 @@ const stall = async (entries: number) => {
   }
 }
 
+/** The widest gap between two ticks of a 1 ms timer while `f` runs, and `f`'s own time. */
+const widestTickGap = async (f: () => Promise<unknown>) => {
+  let last = performance.now()
+  let widest = 0
+  const ticker = setInterval(() => {
+    const now = performance.now()
+    widest = Math.max(widest, now - last)
+    last = now
+  }, 1)
+  await sleep(5)
+  widest = 0
+  const started = performance.now()
+  await f()
+  const ms = performance.now() - started
+  await sleep(5) // a stall at the very end shows when the delayed tick finally runs
+  clearInterval(ticker)
+  return { ms, widest }
+}
+
+/**
+ * Fills a store with `entries` keys (never listed), then times its first
+ * listing, which builds the ordered index in slices, with the longest
+ * event-loop stall meanwhile; beside it the same ticker over an idle second.
+ */
+const indexStall = async (entries: number) => {
+  const built = await buildService(MemoryStore.layer(), KvStore)
+  const store = built.service
+  for (let from = 0; from < entries; from += 10_000) {
+    const chunk = Array.from({ length: Math.min(10_000, entries - from) }, (_, i) => [keyOf(from + i), valueOf(from + i)] as const)
+    await Effect.runPromise(store.setMany(chunk))
+  }
+  await settledMemory()
+  const idle = await widestTickGap(() => sleep(1000))
+  let longestGcMs = 0
+  const gcs = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) longestGcMs = Math.max(longestGcMs, entry.duration)
+  })
+  gcs.observe({ entryTypes: ["gc"] })
+  const build = await widestTickGap(() => Effect.runPromise(store.count("user:00000")))
+  gcs.disconnect()
+  await built.close()
+  return { entries, buildMs: build.ms, maxStallMs: build.widest, longestGcMs, idleMaxMs: idle.widest }
+}
+
 const [mode, a, b] = process.argv.slice(2)
 const result = mode === "heap"
   ? await heap(a!, Number(b))
   : mode === "stall"
   ? await stall(Number(a))
+  : mode === "indexStall"
+  ? await indexStall(Number(a))
   : (() => {
-    throw new Error(`usage: memory-child.ts heap <subject> <entries> | stall <entries>`)
+    throw new Error(`usage: memory-child.ts heap <subject> <entries> | stall <entries> | indexStall <entries>`)
   })()
 console.log(JSON.stringify(result))

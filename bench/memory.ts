@@ -199,7 +199,7 @@ const measureSize = async (stores: Stores, rows: Array<Row>) => {
 }
 
 /** Runs `memory-child.ts` in a fresh `node --expose-gc` and parses its JSON line. */
-const child = (args: ReadonlyArray<string>): any => {
+export const child = (args: ReadonlyArray<string>): any => {
   const script = fileURLToPath(new URL("./memory-child.ts", import.meta.url))
   const result = spawnSync(process.execPath, ["--expose-gc", "--max-old-space-size=4096", "--import", "tsx", script, ...args], {
     encoding: "utf8",
