@@ -25,6 +25,7 @@ import { describeKind } from "./describe.js"
 import { readEntry, readIterable } from "./iterable.js"
 import { compareCodePoints, keyProblem, prefixProblem } from "./key.js"
 import { makeKeyedLock } from "./keyedLock.js"
+import { matchCause } from "./matchCause.js"
 import { decodeDuration, formatDuration } from "./ttl.js"
 import { copyBytes, valueProblem } from "./value.js"
 
@@ -44,6 +45,7 @@ const KEEP: Write = { _tag: "Keep" }
 
 const functionFailed = (cause: Cause.Cause<unknown>): Effect.Effect<never, FunctionFailure> =>
   Effect.fail(new FunctionFailure(cause))
+
 
 /** Keys per page when the front pages on its own (count, deletePrefix) and the default `batchSize`. */
 export const PAGE_SIZE = 1000
@@ -236,21 +238,22 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
   const getOption = (op: string, key: string): Effect.Effect<Option.Option<Uint8Array>, KvError> => {
     const bad = checkKey(op, key)
     if (bad !== undefined) return Effect.fail(bad)
-    return Effect.matchCauseEffect(driver.get(key), {
-      onFailure: fromDriverCause(op, key),
-      onSuccess: (found) => Effect.succeed(Option.isSome(found) ? Option.some(copyBytes(found.value)) : found)
-    })
+    return matchCause(
+      driver.get(key),
+      fromDriverCause(op, key),
+      (found) => Effect.succeed(Option.isSome(found) ? Option.some(copyBytes(found.value)) : found)
+    )
   }
 
   const get = (key: string): Effect.Effect<Uint8Array, NotFound | KvError> =>
     Effect.suspend(() => {
       const bad = checkKey("get", key)
       if (bad !== undefined) return Effect.fail(bad)
-      return Effect.matchCauseEffect(driver.get(key), {
-        onFailure: fromDriverCause("get", key),
-        onSuccess: (found) =>
-          Option.isSome(found) ? Effect.succeed(copyBytes(found.value)) : Effect.fail(notFound(key))
-      })
+      return matchCause(
+        driver.get(key),
+        fromDriverCause("get", key),
+        (found) => Option.isSome(found) ? Effect.succeed(copyBytes(found.value)) : Effect.fail(notFound(key))
+      )
     })
 
   const set = (key: string, value: Uint8Array, ttl?: Duration.DurationInput): Effect.Effect<void, KvError> =>
@@ -282,7 +285,8 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
       if (bad !== undefined) return Effect.fail(bad)
       const millis = checkTtl("update", key, ttl)
       if (millis instanceof KvError) return Effect.fail(millis)
-      const run = (current: Option.Option<Entry>): Effect.Effect<readonly [Uint8Array, Write], FunctionFailure | Refusal, R> => {
+      // the function is passed inline, not named: see matchCause.ts
+      return modify("update", key, (current): Effect.Effect<readonly [Uint8Array, Write], FunctionFailure | Refusal, R> => {
         let result: unknown
         try {
           result = f(Option.isSome(current) ? Option.some(copyBytes(current.value.value)) : Option.none())
@@ -299,21 +303,17 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
             ))
           )
         }
-        return Effect.matchCauseEffect(result as Effect.Effect<unknown, E, R>, {
-          onFailure: functionFailed,
-          onSuccess: (next) => {
-            const problem = valueProblem(next)
-            if (problem !== undefined) {
-              return Effect.fail(
-                new Refusal(invalid("update", key, `Invalid value for update: the update function must return ${problem.replace(/^a value must be /, "")}`))
-              )
-            }
-            // the store keeps a copy; the caller gets the function's own array back (one copy, not two)
-            return Effect.succeed([next as Uint8Array, { _tag: "Put", value: copyBytes(next as Uint8Array), ttl: millis }] as const)
+        return matchCause(result as Effect.Effect<unknown, E, R>, functionFailed, (next) => {
+          const problem = valueProblem(next)
+          if (problem !== undefined) {
+            return Effect.fail(
+              new Refusal(invalid("update", key, `Invalid value for update: the update function must return ${problem.replace(/^a value must be /, "")}`))
+            )
           }
+          // the store keeps a copy; the caller gets the function's own array back (one copy, not two)
+          return Effect.succeed([next as Uint8Array, { _tag: "Put", value: copyBytes(next as Uint8Array), ttl: millis }] as const)
         })
-      }
-      return modify("update", key, run) as Effect.Effect<Uint8Array, E | KvError, R>
+      }) as Effect.Effect<Uint8Array, E | KvError, R>
     })
 
   const keys = (prefix: string): Effect.Effect<ReadonlyArray<string>, KvError> =>

@@ -16,6 +16,7 @@
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import { globalValue } from "effect/GlobalValue"
+import { matchCause } from "./matchCause.js"
 
 /** One hold of a lock; `next` links the holds the fiber was already inside. */
 interface Hold {
@@ -137,20 +138,20 @@ export const makeKeyedLock = (): KeyedLock => {
     const mine: Hold = { key, next: outer }
     lock.holder = mine
     cell.holds = mine
-    const end = (): void => {
-      cell.holds = outer
-      release(key, lock)
-    }
-    return Effect.matchCauseEffect(body, {
-      onFailure: (cause) => {
-        end()
+    // handlers inline, not named or in an object literal (see matchCause.ts)
+    return matchCause(
+      body,
+      (cause) => {
+        cell.holds = outer
+        release(key, lock)
         return Effect.failCause(cause)
       },
-      onSuccess: (value) => {
-        end()
+      (value) => {
+        cell.holds = outer
+        release(key, lock)
         return Effect.succeed(value)
       }
-    })
+    )
   }
 
   const withLock = <A, E, R>(key: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
