@@ -3,21 +3,25 @@
  * find every statement slot busy wait in a queue, and whatever waits when a
  * slot frees goes out together as one statement over an array of keys.
  *
- * - **No timer window.** At most `maxInFlight` statements (the pool's size) run
- *   at once. A call that finds a free slot and nobody waiting runs its own
+ * - **No timer window.** At most `maxInFlight` statements (a share of the
+ *   pool: see `inFlightBudget` in driver.ts) run at once. A call that finds a free slot and nobody waiting runs its own
  *   single-key statement at once, on its own fiber: a lone caller pays
  *   nothing. Only calls that would have waited for a pooled connection anyway
  *   are batched.
  * - **A batch runs in a daemon fiber** that no caller owns. Its callers wait on
  *   it interruptibly: an interrupted caller still queued is taken out (nothing
  *   of it is sent); one whose batch is already on its way stops waiting, and
- *   the others get their answers as if it had never left.
+ *   the others get their answers as if it had never left. (A write whose batch
+ *   was sent may then still land, whole, as a single statement interrupted
+ *   while the server runs it may; it is never retried for a caller that left.)
  * - **Fallback.** A batch answers each item with its own exit, or `RETRY`: the
  *   item then runs `alone` on its caller's fiber, outside the budget (e.g. a
  *   write whose key's lock was taken, which must wait for it). When the batch
  *   statement itself fails, every item of it is retried alone, so a failure
  *   reaches exactly the calls it belongs to (one bad key cannot fail its
  *   neighbours).
+ * - **Only outside transactions.** The driver sends a call inside the caller's
+ *   live transaction straight to it, never here: a batch runs on the pool.
  */
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
