@@ -209,6 +209,49 @@ describe("PostgresStore request batching", () => {
       )
     }))
 
+  it.scopedLive("300 concurrent increments of 6 keys on a pool of 2: every answer distinct, every count exact; a non-counter fails alone", () =>
+    Effect.gen(function*() {
+      const table = freshTable("batch_increment")
+      const { store } = yield* instance({ table }, 2)
+      const other = yield* instance({ table, createTable: false }, 2)
+      yield* store.set("ctr/text", bytes("not a number"))
+      yield* store.set("ctr/0", bytes("41"))
+      const exits = yield* Effect.all(
+        Array.from({ length: 300 }, (_, i) => {
+          const key = i % 50 === 7 ? "ctr/text" : `ctr/${i % 5}`
+          // both instances, so batches of one process meet the other's locks
+          return Effect.exit((i % 3 === 0 ? other.store : store).increment(key, { by: i % 2 === 0 ? 1 : 2 }))
+        }),
+        { concurrency: "unbounded" }
+      ).pipe(bounded(20_000, "300 increments"))
+      const answers = new Map<string, Array<number>>()
+      for (let i = 0; i < 300; i++) {
+        const exit = exits[i]!
+        if (i % 50 === 7) {
+          assert.isTrue(Exit.isFailure(exit), `increment ${i} of a non-counter succeeded`)
+          const error = Option.getOrThrow(Cause.failureOption((exit as Exit.Failure<number, KvStore.KvError>).cause))
+          assert.strictEqual(error.reason, "InvalidArgument")
+          continue
+        }
+        assert.isTrue(Exit.isSuccess(exit), `increment ${i}: ${Exit.isFailure(exit) ? Cause.pretty(exit.cause) : ""}`)
+        const key = `ctr/${i % 5}`
+        answers.set(key, [...(answers.get(key) ?? []), (exit as Exit.Success<number, never>).value])
+      }
+      for (let k = 0; k < 5; k++) {
+        const key = `ctr/${k}`
+        const amounts = Array.from({ length: 300 }, (_, i) => i).filter((i) => i % 50 !== 7 && i % 5 === k)
+          .map((i) => (i % 2 === 0 ? 1 : 2))
+        const start = k === 0 ? 41 : 0
+        const total = start + amounts.reduce((a, b) => a + b, 0)
+        assert.strictEqual(text(yield* store.get(key)), String(total), key)
+        // every increment saw a different count: the answers are distinct and the largest is the total
+        const seen = answers.get(key)!
+        assert.strictEqual(new Set(seen).size, seen.length, `${key}: two increments gave the same answer`)
+        assert.strictEqual(Math.max(...seen), total)
+      }
+      assert.strictEqual(text(yield* store.get("ctr/text")), "not a number")
+    }))
+
   it.scopedLive("inside a transaction nothing is batched: concurrent calls see the transaction's own writes", () =>
     Effect.gen(function*() {
       const table = freshTable("batch_tx")

@@ -118,6 +118,13 @@ const poolSize = (sql: SqlClient.SqlClient): number => {
  */
 const inFlightBudget = (poolSize: number): number => Math.max(1, Math.ceil(poolSize / 4))
 
+interface IncrementItem {
+  readonly key: string
+  readonly hash: string
+  readonly by: number
+  readonly ttl: number | null
+}
+
 interface SetItem {
   readonly key: string
   readonly hash: string
@@ -182,8 +189,8 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
    * Two queued sets of one key are concurrent calls: the later one's value is
    * written, and both are answered once it is.
    */
-  // Sets that must wait for a key's lock wait here one per key, so they hold one pooled connection per key, not one each.
-  const waitingSets = makeKeyedLock()
+  // Writes that must wait for a key's lock wait here one per key, so they hold one pooled connection per key, not one each.
+  const waitingWrites = makeKeyedLock()
 
   const setLane = coalescer.lane<SetItem, void, DriverError>({
     one: (item) =>
@@ -191,7 +198,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
         onPool(statements.setIfFree, [item.hash, item.key, item.value, item.ttl]),
         (rows) => (rows.length > 0 ? undefined : RETRY)
       )),
-    alone: (item) => waitingSets.withLock(item.key, setOnPool(item)),
+    alone: (item) => waitingWrites.withLock(item.key, setOnPool(item)),
     maxItems: BATCH,
     sizeOf: (item) => item.value.length,
     maxBytes: SET_BATCH_BYTES,
@@ -330,24 +337,71 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     return backend(loop(0))
   }
 
-  const increment = (key: string, by: number, ttl: number | undefined) => {
-    const hash = hashOf(key)
-    return backend(run(statements.increment, [hash, key, by, ttlParam(ttl)])).pipe(
+  const incrementWith = (runner: typeof run) => (item: IncrementItem) =>
+    backend(runner(statements.increment, [item.hash, item.key, item.by, item.ttl])).pipe(
       Effect.flatMap((rows) => {
         if (rows.length > 0) return Effect.succeed(Number(rows[0]!["n"]))
         // refused by the statement: say why (the row is read again only on this rare path)
-        return Effect.flatMap(get(key), (found) => {
+        return Effect.flatMap(get(item.key), (found) => {
           const stored = Option.isSome(found) ? parseCounter(found.value) : 0
           return Effect.fail(
             new DriverError({
               reason: "InvalidArgument",
-              message: stored === undefined ? NOT_A_COUNTER : `the result ${stored} + ${by} is outside ±(2^53 − 1)`
+              message: stored === undefined ? NOT_A_COUNTER : `the result ${stored} + ${item.by} is outside ±(2^53 − 1)`
             })
           )
         })
       })
     )
+
+  /**
+   * Increments of distinct keys that get their lock without waiting go out
+   * together. A second increment of a key already in the batch, a key whose
+   * lock is held, and a refused one (not a counter, unsafe result) each run
+   * alone, which waits for the lock and says why it refuses.
+   */
+  const incrementMany = (items: ReadonlyArray<IncrementItem>) => {
+    const seen = new Set<string>()
+    const first: Array<IncrementItem> = []
+    for (const item of items) {
+      if (seen.has(item.key)) continue
+      seen.add(item.key)
+      first.push(item)
+    }
+    return Effect.map(
+      backend(onPool(statements.incrementManyIfFree, [
+        first.map((item) => item.hash),
+        first.map((item) => item.key),
+        first.map((item) => item.by),
+        first.map((item) => item.ttl)
+      ])),
+      (rows) => {
+        const done = new Map<string, number>()
+        for (const row of rows) done.set(String(row["key"]), Number(row["n"]))
+        const sent = new Set(first)
+        return items.map((item) => {
+          const n = sent.has(item) ? done.get(item.key) : undefined
+          return n === undefined ? RETRY : Exit.succeed(n)
+        })
+      }
+    )
   }
+
+  const incrementAlone = incrementWith(onPool)
+  const incrementLane = coalescer.lane<IncrementItem, number, DriverError>({
+    one: (item) =>
+      Effect.map(incrementMany([item]), (answers) => {
+        const answer = answers[0]
+        return answer === undefined || answer === RETRY || Exit.isFailure(answer) ? RETRY : answer.value
+      }),
+    many: incrementMany,
+    alone: (item) => waitingWrites.withLock(item.key, incrementAlone(item)),
+    maxItems: BATCH
+  })
+  const incrementItem = unlessInTransaction(incrementWith(run), incrementLane.run)
+
+  const increment = (key: string, by: number, ttl: number | undefined) =>
+    incrementItem({ key, hash: hashOf(key), by, ttl: ttlParam(ttl) })
 
   const getMany = (keys: ReadonlyArray<string>) =>
     backend(

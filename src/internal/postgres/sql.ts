@@ -110,6 +110,12 @@ export interface Statements {
    */
   readonly setManyIfFree: string
   /**
+   * $1 key_hashes bigint[], $2 keys text[] (distinct), $3 amounts bigint[], $4 ttls float8[] (ms or null) →
+   * key, n of each key incremented: like `increment` for each key whose lock it gets without waiting; a key
+   * whose lock is held, or whose value is not a counter or would leave the safe range, gets no row
+   */
+  readonly incrementManyIfFree: string
+  /**
    * $1 key_hashes bigint[], $2 keys text[], $3 values bytea[], $4 ttl ms or null: takes the keys' locks in
    * key_hash order, then upserts; the keys must be distinct
    */
@@ -181,6 +187,7 @@ export const makeStatements = (options: {
   const safeValue = `CASE WHEN octet_length(value) <= ${MAX_READ_BYTES} THEN value END AS value, octet_length(value) AS size`
   const current = counterText("cur")
   const liveCur = live("clock_timestamp()", "cur.")
+  const amount = `convert_from(excluded.value, 'UTF8')::bigint`
   return {
     qualifiedTable: t,
     quotedSchema: quote(schema),
@@ -264,6 +271,20 @@ export const makeStatements = (options: {
       `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
       `SELECT l.h, l.k, l.v, ${expiryOf("l.ms")}, clock_timestamp() FROM l WHERE l.free ${upsertTail} ` +
       `RETURNING key`,
+    // `increment` for many keys: the amount comes back as the inserted value (its canonical text)
+    incrementManyIfFree: `WITH l AS MATERIALIZED (SELECT u.h, u.k, u.by, u.ms, pg_try_advisory_xact_lock(u.h) AS free ` +
+      `FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::float8[]) AS u(h, k, by, ms)) ` +
+      `INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
+      `SELECT l.h, l.k, convert_to(l.by::text, 'UTF8'), ${expiryOf("l.ms")}, clock_timestamp() FROM l WHERE l.free ` +
+      `ON CONFLICT (key) DO UPDATE SET key_hash = excluded.key_hash, ` +
+      `value = CASE WHEN ${liveCur} ` +
+      `THEN convert_to((${current} + ${amount})::text, 'UTF8') ELSE excluded.value END, ` +
+      `expires_at = CASE WHEN ${liveCur} THEN cur.expires_at ELSE excluded.expires_at END, ` +
+      `updated_at = excluded.updated_at ` +
+      `WHERE CASE WHEN NOT ${liveCur} THEN true ` +
+      `WHEN ${current} IS NULL THEN false ` +
+      `ELSE abs(${current}) <= ${SAFE} AND abs(${current} + ${amount}) <= ${SAFE} END ` +
+      `RETURNING key, encode(value, 'escape') AS n`,
     setMany: `WITH l AS MATERIALIZED (${lockAll("pg_advisory_xact_lock", "unnest($1::bigint[])")}) ` +
       `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
       `SELECT u.h, u.k, u.v, ${expiry}, clock_timestamp() FROM l, unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(h, k, v) ` +
