@@ -390,10 +390,10 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
   const incrementAlone = incrementWith(onPool)
   const incrementLane = coalescer.lane<IncrementItem, number, DriverError>({
     one: (item) =>
-      Effect.map(incrementMany([item]), (answers) => {
-        const answer = answers[0]
-        return answer === undefined || answer === RETRY || Exit.isFailure(answer) ? RETRY : answer.value
-      }),
+      backend(Effect.map(
+        onPool(statements.incrementIfFree, [item.hash, item.key, item.by, item.ttl]),
+        (rows) => (rows.length > 0 ? Number(rows[0]!["n"]) : RETRY)
+      )),
     many: incrementMany,
     alone: (item) => waitingWrites.withLock(item.key, incrementAlone(item)),
     maxItems: BATCH

@@ -66,6 +66,8 @@ export interface Statements {
   readonly setIfAbsent: string
   /** $1 key_hash, $2 key, $3 by, $4 ttl ms or null → n; no row when the stored value is not a counter or the result unsafe */
   readonly increment: string
+  /** like `increment`, but only if it gets the key's lock without waiting; no row otherwise (or when refused) */
+  readonly incrementIfFree: string
   /** $1 key_hash, $2 key → free, deleted; deletes only when no update of the key is in flight (free) */
   readonly deleteIfFree: string
   /** $1 key → deleted; inside a transaction holding the key's lock */
@@ -188,6 +190,20 @@ export const makeStatements = (options: {
   const current = counterText("cur")
   const liveCur = live("clock_timestamp()", "cur.")
   const amount = `convert_from(excluded.value, 'UTF8')::bigint`
+  /** `increment` after its lock CTE `l`: `from` is `FROM l`, or `FROM l WHERE l.free` after a try-lock */
+  const incrementBody = (from: string) =>
+    `INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
+      `SELECT $1::bigint, $2::text, convert_to($3::bigint::text, 'UTF8'), ${expiry}, clock_timestamp() ${from} ` +
+      `ON CONFLICT (key) DO UPDATE SET key_hash = excluded.key_hash, ` +
+      `value = CASE WHEN ${liveCur} ` +
+      `THEN convert_to((${current} + $3::bigint)::text, 'UTF8') ELSE excluded.value END, ` +
+      `expires_at = CASE WHEN ${liveCur} THEN cur.expires_at ELSE excluded.expires_at END, ` +
+      `updated_at = excluded.updated_at ` +
+      `WHERE CASE WHEN NOT ${liveCur} THEN true ` +
+      `WHEN ${current} IS NULL THEN false ` +
+      `ELSE abs(${current}) <= ${SAFE} AND abs(${current} + $3::bigint) <= ${SAFE} END ` +
+      `RETURNING encode(value, 'escape') AS n`
+  const tryLockFirst = `WITH l AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::bigint) AS free)`
   return {
     qualifiedTable: t,
     quotedSchema: quote(schema),
@@ -214,17 +230,8 @@ export const makeStatements = (options: {
       `WHERE NOT ${liveCur} RETURNING 1 AS written`,
     // ON CONFLICT sees the latest committed row even though the statement's snapshot predates
     // the lock wait. The WHERE refuses a live non-counter or an unsafe result: no row comes back.
-    increment: `${lockFirst} INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
-      `SELECT $1::bigint, $2::text, convert_to($3::bigint::text, 'UTF8'), ${expiry}, clock_timestamp() FROM l ` +
-      `ON CONFLICT (key) DO UPDATE SET key_hash = excluded.key_hash, ` +
-      `value = CASE WHEN ${liveCur} ` +
-      `THEN convert_to((${current} + $3::bigint)::text, 'UTF8') ELSE excluded.value END, ` +
-      `expires_at = CASE WHEN ${liveCur} THEN cur.expires_at ELSE excluded.expires_at END, ` +
-      `updated_at = excluded.updated_at ` +
-      `WHERE CASE WHEN NOT ${liveCur} THEN true ` +
-      `WHEN ${current} IS NULL THEN false ` +
-      `ELSE abs(${current}) <= ${SAFE} AND abs(${current} + $3::bigint) <= ${SAFE} END ` +
-      `RETURNING encode(value, 'escape') AS n`,
+    increment: `${lockFirst} ${incrementBody("FROM l")}`,
+    incrementIfFree: `${tryLockFirst} ${incrementBody("FROM l WHERE l.free")}`,
     deleteIfFree: `WITH l AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::bigint) AS free), ` +
       `d AS (DELETE FROM ${t} t USING l WHERE l.free AND t.key = $2 AND ${live("now()", "t.")} RETURNING 1) ` +
       `SELECT l.free AS free, (SELECT count(*) FROM d)::int AS deleted FROM l`,
