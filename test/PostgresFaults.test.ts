@@ -491,6 +491,39 @@ describe("PostgresStore faults", () => {
         yield* settlesIdle(i, sql)
       }))
 
+    it.scopedLive("pg_terminate_backend of a statement waiting for a key's lock: KvError Backend, connection lost, nothing written", () =>
+      Effect.gen(function*() {
+        const sql = yield* admin
+        const table = freshTable("kill_waiting")
+        const holder = yield* instance({ table, max: 2, app: freshApp("holder") })
+        const waiter = yield* instance({ table, max: 2, app: freshApp("waiter") })
+        yield* holder.store.set("k", bytes("before"))
+        const inside = yield* Deferred.make<void>()
+        const resume = yield* Deferred.make<void>()
+        const updating = yield* Effect.fork(holder.store.update("k", () =>
+          Deferred.succeed(inside, undefined).pipe(Effect.zipRight(Deferred.await(resume)), Effect.as(bytes("updated")))))
+        yield* Deferred.await(inside).pipe(bounded(5000, "the update's start"))
+        // the other instance's set waits for the key's advisory lock, inside a running statement
+        const setting = yield* Effect.fork(waiter.store.set("k", bytes("set")))
+        let killed: ReadonlyArray<{ pid: number }> = []
+        for (let i = 0; i < 100 && killed.length === 0; i++) {
+          yield* sleep(10)
+          killed = yield* sql.unsafe<{ pid: number }>(
+            `SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE application_name = $1 AND state = 'active' AND wait_event_type = 'Lock'`,
+            [waiter.app]
+          ).withoutTransform
+        }
+        assert.strictEqual(killed.length, 1, "the waiting set was not found")
+        const error = expectKvError(yield* Fiber.await(setting).pipe(bounded(5000, "the killed set")), "set", "Backend")
+        // the server's 57P01 "terminating connection due to administrator command", named for what it means
+        assert.match(error.message, /connection to PostgreSQL was lost/)
+        yield* Deferred.succeed(resume, undefined)
+        yield* Fiber.join(updating).pipe(bounded(5000, "the update"))
+        assert.strictEqual(text(yield* waiter.store.get("k").pipe(bounded(5000, "get after the kill"))), "updated")
+        yield* servesConcurrently(waiter.store, 2, "the kill")
+      }))
+
     const withStatementTimeout = `${databaseUrl}${databaseUrl.includes("?") ? "&" : "?"}options=-c%20statement_timeout%3D100`
 
     it.scopedLive("statement_timeout while an update waits for the key's lock: KvError Backend, no lock left", () =>

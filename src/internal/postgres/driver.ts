@@ -57,11 +57,21 @@ const chunksOf = <A>(items: ReadonlyArray<A>, size?: (item: A) => number): Array
 const describeSqlError = (error: SqlError): string => {
   const cause = error.cause
   const detail = cause instanceof Error ? cause.message : error.message
-  // node-postgres reports every call after a connection died this way; say what it means
-  return /not queryable|Connection terminated/i.test(detail)
+  const code = typeof cause === "object" && cause !== null ? (cause as { readonly code?: unknown }).code : undefined
+  return lostConnection(code, detail)
     ? `the connection to PostgreSQL was lost (server restart, killed backend or network): ${detail}`
     : detail
 }
+
+/**
+ * Whether an error means the connection is gone or the server is not there:
+ * node-postgres's own words for a dead client, socket errors, and the server's
+ * admin shutdown (57P01–57P03: terminated by an administrator, crash shutdown,
+ * starting up or shutting down).
+ */
+const lostConnection = (code: unknown, detail: string): boolean =>
+  (typeof code === "string" && (/^57P0[123]$/.test(code) || /^(ECONNRESET|ECONNREFUSED|EPIPE)$/.test(code))) ||
+  /not queryable|Connection terminated/i.test(detail)
 
 const toDriverError = (error: SqlError): DriverError =>
   new DriverError({ reason: "Backend", message: describeSqlError(error), cause: error })
