@@ -38,6 +38,7 @@ import * as TestClock from "effect/TestClock"
 import * as Data from "effect/Data"
 import * as Either from "effect/Either"
 import { randomUUID } from "node:crypto"
+import { batchConformance } from "./internal/batchConformance.js"
 import * as KvStore from "./KvStore.js"
 
 const encoder = new TextEncoder()
@@ -1570,4 +1571,6 @@ export const conformance = (
         }))
     })
   })
+  // batches, prefixes, streams and namespaces (Version 2): a suite of its own on the same store
+  batchConformance(name, store, { databaseClock: options.databaseClock === true })
 }

@@ -1,6 +1,6 @@
 /**
  * Batch, prefix and stream operations and prefixed views (issue 9): the
- * conformance in `batchConformance.ts` on MemoryStore and on PostgresStore
+ * conformance in `src/internal/batchConformance.ts` (part of `effect-kv/conformance`) on MemoryStore and on PostgresStore
  * (logged and unlogged), then what only each backend can get wrong.
  */
 import { PgClient } from "@effect/sql-pg"
@@ -18,7 +18,7 @@ import { inject } from "vitest"
 import * as KvStore from "../src/KvStore.js"
 import * as MemoryStore from "../src/MemoryStore.js"
 import * as PostgresStore from "../src/PostgresStore.js"
-import { batchConformance, bytes, sleepReal, text, within } from "./batchConformance.js"
+import { batchConformance, bytes, sleepReal, text, within } from "../src/internal/batchConformance.js"
 
 const databaseUrl = inject("databaseUrl")
 const run = randomUUID().slice(0, 8)
@@ -26,14 +26,9 @@ const freshTable = (what: string) => `kv_${what}_${run}`
 const pg = (applicationName = "effect-kv-batches") => PgClient.layer({ url: Redacted.make(databaseUrl), applicationName })
 const storeLayer = (options: PostgresStore.Options) => PostgresStore.layer(options).pipe(Layer.provide(pg()))
 
-batchConformance("MemoryStore", MemoryStore.layer())
+// MemoryStore and PostgresStore (logged and unlogged) run it as part of the exported
+// conformance suite (test/MemoryStore.test.ts, test/PostgresStore.test.ts); here the LRU bound
 batchConformance("MemoryStore (maxEntries)", MemoryStore.layer({ maxEntries: 1_000_000 }))
-batchConformance("PostgresStore (logged table)", storeLayer({ table: freshTable("batches") }), { databaseClock: true })
-batchConformance(
-  "PostgresStore (unlogged table)",
-  storeLayer({ table: freshTable("batches_unlogged"), unlogged: true }),
-  { databaseClock: true }
-)
 
 /** An app instance: its own pool and store, for the test's scope. */
 const instance = (options: PostgresStore.Options) =>

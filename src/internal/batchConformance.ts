@@ -16,7 +16,7 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import { randomUUID } from "node:crypto"
-import * as KvStore from "../src/KvStore.js"
+import * as KvStore from "../KvStore.js"
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
