@@ -23,13 +23,12 @@ import { DriverError, KvError, NotFound } from "../KvStore.js"
 import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "./counter.js"
 import { describeKind } from "./describe.js"
 import { readEntry, readIterable } from "./iterable.js"
-import { compareCodePoints, keyProblem, prefixProblem } from "./key.js"
+import { compareCodePoints, keyProblem } from "./key.js"
+import { makeErrors } from "./errors.js"
 import { makeKeyedLock } from "./keyedLock.js"
 import { matchCause } from "./matchCause.js"
 import { decodeDuration, formatDuration } from "./ttl.js"
 import { copyBytes, valueProblem } from "./value.js"
-
-const REDACTED = "[redacted]"
 
 /** The update function's own failure, defect or interruption, carried through the driver untouched. */
 class FunctionFailure {
@@ -102,81 +101,21 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
   /** With its own lock the driver makes its writes wait; otherwise the front does. */
   const frontWaits = driver.lock === undefined
 
-  // --- errors -------------------------------------------------------------
-
-  const keyField = (key: unknown): { readonly key?: string } =>
-    typeof key === "string" ? { key: redactKeys ? REDACTED : key } : {}
-
-  const invalid = (op: string, key: unknown, message: string): KvError =>
-    new KvError({ reason: "InvalidArgument", op, ...keyField(key), message })
-
-  const notFound = (key: string): NotFound => new NotFound({ key: redactKeys ? REDACTED : key })
-
-  const quoted = (key: string): string => (redactKeys ? REDACTED : JSON.stringify(key))
-
-  const fromDriver = (op: string, key: string | undefined, cause: Cause.Cause<unknown>): KvError => {
-    const failure = Cause.failureOption(cause)
-    if (Option.isSome(failure) && failure.value instanceof DriverError) {
-      const error = failure.value
-      return new KvError({
-        reason: error.reason,
-        op,
-        ...keyField(key),
-        cause: error.cause ?? error,
-        message: error.reason === "Backend"
-          ? `${driver.name} ${op} failed: ${error.message}`
-          : `Cannot ${op}${key === undefined ? "" : ` key ${quoted(key)}`}: ${error.message}`
-      })
-    }
-    const defect = Cause.squash(cause)
-    return new KvError({
-      reason: "Backend",
-      op,
-      ...keyField(key),
-      cause: defect,
-      message: `${driver.name} ${op} failed: ${defect instanceof Error ? defect.message : describeKind(defect)}`
-    })
-  }
-
-  /** Driver failures and defects become `KvError`; interruption stays interruption. */
-  const fromDriverCause = (op: string, key: string | undefined) => (cause: Cause.Cause<unknown>) =>
-    Cause.isInterruptedOnly(cause) ? Effect.failCause(cause as Cause.Cause<never>) : Effect.fail(fromDriver(op, key, cause))
-
-  const backend = <A>(op: string, key: string | undefined, effect: Effect.Effect<A, DriverError>) =>
-    Effect.catchAllCause(effect, fromDriverCause(op, key))
-
-  // --- argument checks ----------------------------------------------------
-
-  const checkKey = (op: string, key: unknown): KvError | undefined => {
-    const problem = keyProblem(key)
-    return problem === undefined ? undefined : invalid(op, key, `Invalid key for ${op}: ${problem}`)
-  }
-
-  const checkPrefix = (op: string, prefix: unknown): KvError | undefined => {
-    const problem = prefixProblem(prefix)
-    return problem === undefined ? undefined : invalid(op, prefix, `Invalid prefix for ${op}: ${problem}`)
-  }
-
-  const checkValue = (op: string, key: string, value: unknown): KvError | undefined => {
-    const problem = valueProblem(value)
-    return problem === undefined ? undefined : invalid(op, key, `Invalid value for ${op}: ${problem}`)
-  }
-
-  /** Milliseconds (`undefined`: never expires) or the refusal. */
-  const checkTtl = (op: string, key: string | undefined, ttl: unknown): number | undefined | KvError => {
-    if (ttl === undefined) return undefined
-    const decoded = decodeDuration(ttl, "a TTL")
-    return "problem" in decoded ? invalid(op, key, `Invalid TTL for ${op}: ${decoded.problem}`) : decoded.millis
-  }
+  const {
+    backend,
+    checkKey,
+    checkPrefix,
+    checkTtl,
+    checkValue,
+    fromDriver,
+    fromDriverCause,
+    invalid,
+    notFound,
+    ownUpdate,
+    quoted
+  } = makeErrors(driver.name, redactKeys)
 
   // --- the guard and the lock ----------------------------------------------
-
-  const ownUpdate = (op: string, key: string): KvError =>
-    invalid(
-      op,
-      key,
-      `Cannot ${op} key ${quoted(key)} from inside its own update function: return the new value from the function instead`
-    )
 
   /**
    * A write of `key`: refused when the caller runs inside the update of `key`

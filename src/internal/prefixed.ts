@@ -13,12 +13,12 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { Service, StreamOptions } from "../KvStore.js"
 import { KvError, NotFound } from "../KvStore.js"
+import { REDACTED } from "./errors.js"
 import { serviceRedactsKeys } from "./front.js"
 import { readEntry, readIterable } from "./iterable.js"
 import { keyProblem, MAX_KEY_BYTES, prefixProblem, utf8Length } from "./key.js"
 import { valueProblem } from "./value.js"
 
-const REDACTED = "[redacted]"
 
 /** The views made here: their store and full prefix, to join nested prefixes. */
 const views = new WeakMap<Service, { readonly base: Service; readonly prefix: string }>()
