@@ -520,7 +520,12 @@ describe("PostgresStore faults", () => {
         assert.match(error.message, /connection to PostgreSQL was lost/)
         yield* Deferred.succeed(resume, undefined)
         yield* Fiber.join(updating).pipe(bounded(5000, "the update"))
-        assert.strictEqual(text(yield* waiter.store.get("k").pipe(bounded(5000, "get after the kill"))), "updated")
+        // node-postgres may hand the killed connection out once more before it notices the
+        // closed socket: that call fails the same typed way, and the next one gets a fresh one
+        const read = waiter.store.get("k").pipe(
+          Effect.retry({ times: 2, while: (e) => e._tag === "KvError" && /connection to PostgreSQL was lost/.test(e.message) })
+        )
+        assert.strictEqual(text(yield* read.pipe(bounded(5000, "get after the kill"))), "updated")
         yield* servesConcurrently(waiter.store, 2, "the kill")
       }))
 
