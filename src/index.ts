@@ -27,10 +27,22 @@ export * as PostgresStore from "./PostgresStore.js"
 
 /**
  * `@effect/platform`'s `KeyValueStore` served by the `KvStore` in context.
- * (`KvPersistence` and `KvRateLimiter` need the optional `@effect/experimental`
- * and are imported from their own entries: `effect-kv/KvPersistence`,
- * `effect-kv/KvRateLimiter`.)
  *
  * @since 0.2.0
  */
 export * as KvKeyValueStore from "./KvKeyValueStore.js"
+
+/**
+ * `@effect/experimental`'s `BackingPersistence` and `ResultPersistence`
+ * (behind `PersistedCache`) on the `KvStore` in context.
+ *
+ * @since 0.2.0
+ */
+export * as KvPersistence from "./KvPersistence.js"
+
+/**
+ * `@effect/experimental`'s `RateLimiterStore` on the `KvStore` in context.
+ *
+ * @since 0.2.0
+ */
+export * as KvRateLimiter from "./KvRateLimiter.js"
