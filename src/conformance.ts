@@ -39,31 +39,11 @@ import * as Data from "effect/Data"
 import * as Either from "effect/Either"
 import { randomUUID } from "node:crypto"
 import { batchConformance } from "./internal/batchConformance.js"
+import { byUtf8Bytes, bytes, loose, sleepReal, text, within } from "./internal/conformanceHelpers.js"
 import * as KvStore from "./KvStore.js"
-
-const encoder = new TextEncoder()
-const decoder = new TextDecoder()
-const bytes = (text: string): Uint8Array => encoder.encode(text)
-const text = (value: Uint8Array): string => decoder.decode(value)
 
 /** A user's own typed error, to check `update` passes it through unchanged. */
 class Refused extends Data.TaggedError("Refused")<{ readonly why: string }> {}
-
-/** Waits in real time (not on the TestClock); interruptible, clearing its timer. */
-const sleepReal = (millis: number): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), millis)
-    return Effect.sync(() => clearTimeout(timer))
-  })
-
-/**
- * Fails the test (instead of hanging until vitest's timeout) when `effect` does
- * not finish within `millis` of real time: for checks that a lock is released
- * and that independent updates do not wait for each other. Real time, because
- * `TestClock` never fires a timeout on its own.
- */
-const within = <A, E, R>(millis: number, what: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.raceFirst(effect, Effect.flatMap(sleepReal(millis), () => Effect.dieMessage(`timed out: ${what}`)))
 
 const assertKvError = (
   error: unknown,
@@ -77,9 +57,6 @@ const assertKvError = (
   assert.isString(e.message)
   assert.isAbove(e.message.length, 0)
 }
-
-/** The expected order: UTF-8 byte order, computed independently of the code under test. */
-const byUtf8Bytes = (a: string, b: string): number => Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"))
 
 /** A key of exactly `size` UTF-8 bytes starting with `prefix`, padded with 3-byte "€" then ASCII. */
 const keyOfBytes = (prefix: string, size: number): string => {
@@ -105,9 +82,6 @@ const counter = (current: Option.Option<Uint8Array>): number =>
  * @category hostile arguments
  */
 export type HostileCase = readonly [name: string, call: (store: KvStore.KvStore.Service) => Effect.Effect<unknown, unknown>]
-
-/** What plain JavaScript can pass where a typed argument belongs. */
-const loose = <A>(value: unknown): A => value as A
 
 const throwing = (): never => {
   throw new Error("effect-kv conformance: a hostile argument was touched")

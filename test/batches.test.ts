@@ -18,7 +18,8 @@ import { inject } from "vitest"
 import * as KvStore from "../src/KvStore.js"
 import * as MemoryStore from "../src/MemoryStore.js"
 import * as PostgresStore from "../src/PostgresStore.js"
-import { batchConformance, bytes, sleepReal, text, within } from "../src/internal/batchConformance.js"
+import { batchConformance } from "../src/internal/batchConformance.js"
+import { bytes, sleepReal, text, within } from "../src/internal/conformanceHelpers.js"
 
 const databaseUrl = inject("databaseUrl")
 const run = randomUUID().slice(0, 8)

@@ -17,22 +17,7 @@ import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import { randomUUID } from "node:crypto"
 import * as KvStore from "../KvStore.js"
-
-const encoder = new TextEncoder()
-const decoder = new TextDecoder()
-export const bytes = (text: string): Uint8Array => encoder.encode(text)
-export const text = (value: Uint8Array): string => decoder.decode(value)
-
-/** Waits in real time (not on the TestClock). */
-export const sleepReal = (millis: number): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), millis)
-    return Effect.sync(() => clearTimeout(timer))
-  })
-
-/** Fails the test instead of hanging when `effect` takes longer than `millis` of real time. */
-export const within = <A, E, R>(millis: number, what: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.raceFirst(effect, Effect.flatMap(sleepReal(millis), () => Effect.dieMessage(`timed out: ${what}`)))
+import { byUtf8Bytes, bytes, loose, sleepReal, text, within } from "./conformanceHelpers.js"
 
 /** The failure of `effect`, which must be a `KvError` with this op and reason. */
 export const refusal = <A, E>(
@@ -51,10 +36,6 @@ export const refusal = <A, E>(
     assert.strictEqual(e.reason, reason, e.message)
     return e
   })
-
-const byUtf8Bytes = (a: string, b: string): number => Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"))
-
-const loose = <A>(value: unknown): A => value as A
 
 const collect = <A, E, R>(stream: Stream.Stream<A, E, R>) => Effect.map(Stream.runCollect(stream), Chunk.toReadonlyArray)
 
