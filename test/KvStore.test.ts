@@ -5,12 +5,12 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import { mulberry32 } from "../dev/random.js"
-import { addToCounter, encodeCounter, parseCounter } from "../src/internal/counter.js"
-import { keyHash } from "../src/internal/hash.js"
-import { compareCodePoints, keyProblem, prefixProblem, utf8Length } from "../src/internal/key.js"
+import { addToCounter, encodeCounter, parseCounter } from "../src/core/counter.js"
+import { keyHash } from "../src/core/hash.js"
+import { compareCodePoints, keyProblem, prefixProblem, utf8Length } from "../src/core/key.js"
 import { makeKeyedLock } from "../src/internal/keyedLock.js"
 import { decodeDuration } from "../src/internal/ttl.js"
-import { MAX_VALUE_BYTES, valueProblem } from "../src/internal/value.js"
+import { MAX_VALUE_BYTES, valueProblem } from "../src/core/value.js"
 
 /** A test label for any input, without converting it (some inputs throw when converted). */
 const label = (input: unknown): string => {

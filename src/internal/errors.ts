@@ -8,10 +8,10 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { DriverError, KvError, NotFound } from "../KvStore.js"
-import { describeKind } from "./describe.js"
-import { keyProblem, prefixProblem } from "./key.js"
+import { describeKind } from "../core/describe.js"
+import { keyProblem, prefixProblem } from "../core/key.js"
 import { decodeDuration } from "./ttl.js"
-import { valueProblem } from "./value.js"
+import { valueProblem } from "../core/value.js"
 
 /** What a redacting store says in place of a key. */
 export const REDACTED = "[redacted]"

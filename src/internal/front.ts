@@ -18,14 +18,14 @@ import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import type { Driver, Entry, IncrementOptions, KeyedLock, MakeOptions, Service, Write } from "../KvStore.js"
 import { KvError, NotFound } from "../KvStore.js"
-import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "./counter.js"
-import { describeKind } from "./describe.js"
+import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "../core/counter.js"
+import { describeKind } from "../core/describe.js"
 import { makeErrors } from "./errors.js"
 import { makeBatchOperations } from "./frontBatches.js"
 import { makeKeyedLock } from "./keyedLock.js"
 import { matchCause } from "./matchCause.js"
 import { decodeDuration, formatDuration } from "./ttl.js"
-import { copyBytes, valueProblem } from "./value.js"
+import { copyBytes, valueProblem } from "../core/value.js"
 
 /** The update function's own failure, defect or interruption, carried through the driver untouched. */
 class FunctionFailure {

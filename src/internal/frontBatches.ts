@@ -13,11 +13,11 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { Driver, KeyedLock, StreamOptions } from "../KvStore.js"
 import { DriverError, KvError } from "../KvStore.js"
-import { describeKind } from "./describe.js"
+import { describeKind } from "../core/describe.js"
 import type { Errors } from "./errors.js"
-import { readEntry, readIterable } from "./iterable.js"
-import { compareCodePoints, keyProblem } from "./key.js"
-import { copyBytes, valueProblem } from "./value.js"
+import { readEntry, readIterable } from "../core/iterable.js"
+import { compareCodePoints, keyProblem } from "../core/key.js"
+import { copyBytes, valueProblem } from "../core/value.js"
 
 /** Keys per page when the front pages on its own (count, deletePrefix) and the default `batchSize`. */
 export const PAGE_SIZE = 1000

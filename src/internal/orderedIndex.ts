@@ -10,7 +10,7 @@
  */
 import * as Effect from "effect/Effect"
 import SortedBTree from "sorted-btree"
-import { compareCodePoints } from "./key.js"
+import { compareCodePoints } from "../core/key.js"
 
 type BTree = import("sorted-btree").default<string, undefined>
 type BTreeClass = new(entries?: Array<[string, undefined]>, compare?: (a: string, b: string) => number) => BTree

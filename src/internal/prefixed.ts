@@ -15,9 +15,9 @@ import type { Service, StreamOptions } from "../KvStore.js"
 import { KvError, NotFound } from "../KvStore.js"
 import { REDACTED } from "./errors.js"
 import { serviceRedactsKeys } from "./front.js"
-import { readEntry, readIterable } from "./iterable.js"
-import { keyProblem, MAX_KEY_BYTES, prefixProblem, utf8Length } from "./key.js"
-import { valueProblem } from "./value.js"
+import { readEntry, readIterable } from "../core/iterable.js"
+import { keyProblem, MAX_KEY_BYTES, prefixProblem, utf8Length } from "../core/key.js"
+import { valueProblem } from "../core/value.js"
 
 
 /** The views made here: their store and full prefix, to join nested prefixes. */

@@ -1,5 +1,5 @@
 import * as Duration from "effect/Duration"
-import { describeKind } from "./describe.js"
+import { describeKind } from "../core/describe.js"
 
 /** Durations above this are refused: an expiry that far out would not fit a timestamp (about 10,000 years). */
 export const MAX_TTL_MILLIS = 10_000 * 365.25 * 24 * 3600 * 1000

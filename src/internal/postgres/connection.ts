@@ -33,7 +33,7 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { keyHash } from "../hash.js"
+import { keyHash } from "../../core/hash.js"
 
 export type Row = Record<string, unknown>
 

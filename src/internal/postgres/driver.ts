@@ -9,14 +9,14 @@ import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import type { Driver, Entry, Write } from "../../KvStore.js"
 import { DriverError } from "../../KvStore.js"
-import { NOT_A_COUNTER, parseCounter } from "../counter.js"
-import { keyHash } from "../hash.js"
+import { NOT_A_COUNTER, parseCounter } from "../../core/counter.js"
+import { keyHash } from "../../core/hash.js"
 import { makeKeyedLock } from "../keyedLock.js"
 import { makeCoalescer, RETRY } from "./coalesce.js"
 import { makeConnections } from "./connection.js"
 import type { Row } from "./connection.js"
-import { MAX_READ_BYTES, prefixUpperBound } from "./sql.js"
-import type { Statements } from "./sql.js"
+import { MAX_READ_BYTES, prefixUpperBound } from "../../core/postgresSql.js"
+import type { Statements } from "../../core/postgresSql.js"
 
 /** Rows deleted per cleanup statement. */
 export const CLEANUP_BATCH = 1000

@@ -122,9 +122,9 @@ import * as KvStore from "../../KvStore.js"
 import type { Options } from "../../PostgresStore.js"
 import { makeDriver } from "./driver.js"
 import type { Row } from "./connection.js"
-import { invalidIdentifier, makeStatements } from "./sql.js"
+import { identifierProblem, makeStatements } from "../../core/postgresSql.js"
 import { checkTable } from "./tableCheck.js"
-import type { Statements } from "./sql.js"
+import type { Statements } from "../../core/postgresSql.js"
 
 const layerError = (cause: unknown): KvStore.KvError =>
   KvStore.KvError.backend(
@@ -166,8 +166,8 @@ export const make = (
     options ??= {} // also a JavaScript caller's null
     const table = options.table ?? "kv_store"
     const schema = options.schema ?? "public"
-    const badName = invalidIdentifier("table", table) ?? invalidIdentifier("schema", schema)
-    if (badName !== undefined) return yield* Effect.fail(badName)
+    const badName = identifierProblem("table", table) ?? identifierProblem("schema", schema)
+    if (badName !== undefined) return yield* Effect.fail(KvStore.KvError.invalidArgument("layer", badName))
     const sql = yield* SqlClient.SqlClient
     const statements = makeStatements({ schema, table, unlogged: options.unlogged === true })
     if (options.createTable !== false) yield* createTable(sql, statements)

@@ -1,9 +1,8 @@
 /**
  * The fixed SQL texts of `PostgresStore`, built once per layer from validated
- * identifiers. See `postgresStore.ts` for why each statement looks as it does.
+ * identifiers. See `internal/postgres/store.ts` for why each statement looks as it does.
  */
-import { KvError } from "../../KvStore.js"
-import { keyHash } from "../hash.js"
+import { keyHash } from "./hash.js"
 
 /**
  * Table and schema names: a lowercase letter or `_`, then lowercase letters,
@@ -14,13 +13,12 @@ import { keyHash } from "../hash.js"
  */
 const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/
 
-export const invalidIdentifier = (what: "table" | "schema", name: unknown): KvError | undefined =>
-  typeof name === "string" && IDENTIFIER.test(name) ? undefined : new KvError({
-    reason: "InvalidArgument",
-    op: "layer",
-    message: `Invalid ${what} name ${typeof name === "string" ? JSON.stringify(name) : String(name)}: ` +
+/** What is wrong with a table or schema name, in words; `undefined` when it is valid. */
+export const identifierProblem = (what: "table" | "schema", name: unknown): string | undefined =>
+  typeof name === "string" && IDENTIFIER.test(name)
+    ? undefined
+    : `Invalid ${what} name ${typeof name === "string" ? JSON.stringify(name) : String(name)}: ` +
       "use 1 to 63 lowercase letters, digits or underscores, not starting with a digit"
-  })
 
 const quote = (identifier: string): string => `"${identifier.replaceAll("\"", "\"\"")}"`
 
