@@ -225,7 +225,10 @@ const rateLimitPerIp = (limiter: RateLimiter.RateLimiter, options: ServiceOption
             "Retry-After": String(Math.max(1, Math.ceil(Duration.toSeconds(error.retryAfter))))
           })
           // the store failed: refuse rather than serve without a limit
-          : yield* Effect.as(Effect.logError("rate limiter unavailable", error), problem(503, "try again shortly"))
+          : yield* Effect.as(
+            Effect.logError("rate limiter unavailable", error),
+            problem(503, "try again shortly", { "Retry-After": "1" })
+          )
       }
       const response = yield* app
       return HttpServerResponse.setHeader(response, "RateLimit-Remaining", String(verdict.right.remaining))

@@ -9,6 +9,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { randomUUID } from "node:crypto"
+import Pg from "pg"
 import { inject } from "vitest"
 import { KvStoreFromConfig } from "../examples/httpService.js"
 import { call, type Instance, sessionCookie, startOnLoopback } from "../examples/httpServiceTour.js"
@@ -162,6 +163,27 @@ describe("HTTP service example on PostgreSQL: two instances, one table", () => {
 
   it.scopedLive("a report computed on A is served by B from the shared cache", () =>
     Effect.flatMap(onPostgres(generous), ([a, b]) => reportScenario(a, b)), 60_000)
+
+  it.scopedLive("the store failing (its table dropped under it) is a 503 with Retry-After, never a 500", () =>
+    Effect.gen(function*() {
+      const table = `http_${run}_gone`
+      const [a] = yield* onPostgres({ ...generous, KV_TABLE: table })
+      const session = yield* login(a, "grace")
+      yield* Effect.promise(async () => {
+        const client = new Pg.Client({ connectionString: inject("databaseUrl") })
+        await client.connect()
+        try {
+          await client.query(`DROP TABLE "public"."${table}"`)
+        } finally {
+          await client.end()
+        }
+      })
+      for (const path of ["/me", "/me/report"]) {
+        const answer = yield* call(a, "GET", path, { session })
+        assert.strictEqual(answer.status, 503, `${path}: ${answer.body}`)
+        assert.strictEqual(answer.headers.get("retry-after"), "1")
+      }
+    }), 60_000)
 
   it.scopedLive("the per-IP limit holds across both instances: 6 requests in all, then 429 on each", () =>
     Effect.flatMap(onPostgres(strict(6)), ([a, b]) => rateLimitScenario([a, b], 6)), 60_000)
