@@ -48,6 +48,7 @@ import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
+import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Data from "effect/Data"
@@ -154,14 +155,17 @@ const makeSessions = (store: KvStore.Service, ttl: Duration.DurationInput) => {
     return { token, session }
   }).pipe(
     // no cookie, a malformed one, or a session that ended or expired
-    Effect.catchTags({ NoSuchElementException: () => new Unauthorized(), NotFound: () => new Unauthorized() })
+    Effect.catchTags({
+      NoSuchElementException: () => Effect.fail(new Unauthorized()),
+      NotFound: () => Effect.fail(new Unauthorized())
+    })
   )
   return {
     /** Starts a session; succeeds with its token. */
     create: (user: string) =>
       Effect.gen(function*() {
         const secret = randomBytes(32).toString("base64url")
-        yield* ofUser(user).set(secret, { user, since: Date.now() }, ttl)
+        yield* ofUser(user).set(secret, { user, since: yield* Clock.currentTimeMillis }, ttl)
         return `${user}.${secret}`
       }),
     /** The request's live session, or `Unauthorized`. */
@@ -202,10 +206,11 @@ class GetReport extends Schema.TaggedRequest<GetReport>()("GetReport", {
 
 /** Stands for a slow aggregation query or a call to another service. */
 const computeReport = (request: GetReport) =>
-  Effect.as(
-    Effect.zipRight(Effect.logInfo(`computing the report of ${request.user}`), Effect.sleep("300 millis")),
-    new Report({ user: request.user, id: randomUUID(), generatedAt: Date.now() })
-  )
+  Effect.gen(function*() {
+    yield* Effect.logInfo(`computing the report of ${request.user}`)
+    yield* Effect.sleep("300 millis")
+    return new Report({ user: request.user, id: randomUUID(), generatedAt: yield* Clock.currentTimeMillis })
+  })
 
 // ---------------------------------------------------------------------------
 // The per-IP rate limit, as a middleware
