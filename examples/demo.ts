@@ -112,7 +112,7 @@ const examples = [
     r.nextSecond !== 200 && "the client was still limited a second later"
   ]),
   example("HTTP service (HttpRouter on @effect/platform-node)", HttpServiceTour.program, (r) => [
-    r.me !== `{"user":"alice","since":${JSON.parse(r.me).since}}` && `GET /me answered ${r.me}`,
+    !r.me.startsWith(`{"user":"alice","since":`) && `GET /me answered ${r.me}`,
     r.loggedOutEverywhere !== 2 && `log out everywhere ended ${r.loggedOutEverywhere} sessions, not 2`,
     r.afterLogout.some((status) => status !== 401) && `after log out everywhere GET /me answered ${r.afterLogout}`,
     !r.sameReport && "the report was computed twice",
