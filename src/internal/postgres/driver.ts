@@ -4,6 +4,7 @@
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
@@ -13,7 +14,8 @@ import { NOT_A_COUNTER, parseCounter } from "../../core/counter.js"
 import { keyHash } from "../../core/hash.js"
 import { makeKeyedLock } from "../keyedLock.js"
 import { makeCoalescer, RETRY } from "./coalesce.js"
-import { makeConnections } from "./connection.js"
+import type { Retry } from "./coalesce.js"
+import { CommitFailure, connectionFault, makeConnections, sqlErrorDetail } from "./connection.js"
 import type { Row } from "./connection.js"
 import { MAX_READ_BYTES, prefixUpperBound } from "../../core/postgresSql.js"
 import type { Statements } from "../../core/postgresSql.js"
@@ -53,44 +55,93 @@ const chunksOf = <A>(items: ReadonlyArray<A>, size?: (item: A) => number): Array
   return chunks
 }
 
-/** What went wrong, in words: node-postgres puts the server's message in the cause. */
-const describeSqlError = (error: SqlError): string => {
-  const cause = error.cause
-  const detail = cause instanceof Error ? cause.message : error.message
-  const code = typeof cause === "object" && cause !== null ? (cause as { readonly code?: unknown }).code : undefined
-  return lostConnection(code, detail)
-    ? `the connection to PostgreSQL was lost (server restart, killed backend or network): ${detail}`
-    : detail
+/**
+ * What a lost connection (see `connectionFault`) means for the caller:
+ * - `"write"`: a statement that writes, sent on its own: it may have committed,
+ *   so its outcome is unknown, and it is never re-run (an increment would count twice);
+ * - `"rolledBack"`: a statement of a transaction before its COMMIT: nothing was written;
+ * - `"read"`: a read, already tried twice (`readTwice`).
+ */
+type AfterLoss = "write" | "rolledBack" | "read"
+
+const LOST = "the connection to PostgreSQL was lost"
+
+/** What went wrong, in words. */
+const describeSqlError = (error: SqlError, afterLoss: AfterLoss): string => {
+  const { detail } = sqlErrorDetail(error)
+  switch (connectionFault(error)) {
+    case undefined:
+      return detail
+    case "unreachable":
+      return `${LOST} (server restart, killed backend or network) before the statement was sent: ${detail}`
+    case "lost":
+      return afterLoss === "write"
+        ? `${LOST} after the statement was sent: its outcome is unknown (it may or may not have been written): ${detail}`
+        : afterLoss === "rolledBack"
+        ? `${LOST} before the transaction committed: nothing was written: ${detail}`
+        : `${LOST} (server restart, killed backend or network), twice: ${detail}`
+  }
 }
 
-/**
- * Whether an error means the connection is gone or the server is not there:
- * node-postgres's own words for a dead client, socket errors, and the server's
- * admin shutdown (57P01–57P03: terminated by an administrator, crash shutdown,
- * starting up or shutting down).
- */
-const lostConnection = (code: unknown, detail: string): boolean =>
-  (typeof code === "string" && (/^57P0[123]$/.test(code) || /^(ECONNRESET|ECONNREFUSED|EPIPE)$/.test(code))) ||
-  /not queryable|Connection terminated/i.test(detail)
-
-const toDriverError = (error: SqlError): DriverError =>
-  new DriverError({ reason: "Backend", message: describeSqlError(error), cause: error })
+const toDriverError = (error: SqlError, afterLoss: AfterLoss): DriverError =>
+  new DriverError({ reason: "Backend", message: describeSqlError(error, afterLoss), cause: error })
 
 /**
- * `SqlError` failures, and `SqlError` defects (a failed COMMIT or ROLLBACK in
- * `sql.withTransaction`), become `DriverError`. Other failures pass untouched:
- * they are the update function's, carried by the front.
+ * `SqlError` failures, and `SqlError` defects (a failed RELEASE SAVEPOINT in
+ * `sql.withTransaction`), become `DriverError`, a lost connection read as
+ * `afterLoss` says; a failed COMMIT of our own transaction leaves the outcome
+ * unknown when its connection was lost. Other failures pass untouched: they
+ * are the update function's, carried by the front.
  */
-const backend = <A, E, R>(effect: Effect.Effect<A, E | SqlError, R>): Effect.Effect<A, Exclude<E, SqlError> | DriverError, R> =>
+const backend = <A, E, R>(
+  effect: Effect.Effect<A, E | SqlError | CommitFailure, R>,
+  afterLoss: AfterLoss = "write"
+): Effect.Effect<A, Exclude<E, SqlError | CommitFailure> | DriverError, R> =>
   effect.pipe(
     Effect.catchSomeDefect((defect) =>
-      defect instanceof SqlError ? Option.some(Effect.fail(toDriverError(defect))) : Option.none()
+      defect instanceof SqlError ? Option.some(Effect.fail(toDriverError(defect, afterLoss))) : Option.none()
     ),
     Effect.catchIf(
-      (error): error is SqlError => error instanceof SqlError,
-      (error) => Effect.fail(toDriverError(error))
+      (error): error is SqlError | CommitFailure => error instanceof SqlError || error instanceof CommitFailure,
+      (error) => Effect.fail(error instanceof CommitFailure ? toDriverError(error.error, "write") : toDriverError(error, afterLoss))
     )
-  ) as Effect.Effect<A, Exclude<E, SqlError> | DriverError, R>
+  ) as Effect.Effect<A, Exclude<E, SqlError | CommitFailure> | DriverError, R>
+
+/**
+ * A read is idempotent: when its connection was lost (node-postgres hands out
+ * a killed pooled connection once before it notices), it runs once more, on
+ * another connection; only a second failure reaches the caller.
+ */
+const readTwice = <A>(read: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> =>
+  Effect.catchIf(read, (error) => connectionFault(error) !== undefined, () => read)
+
+/** A read as the caller's answer: tried twice, then its failure as `DriverError`. */
+const backendRead = <A>(read: Effect.Effect<A, SqlError>): Effect.Effect<A, DriverError> =>
+  backend(readTwice(read), "read")
+
+/**
+ * What the failure of a coalesced write statement means for its callers. A
+ * statement whose connection was lost after it was sent may have committed:
+ * re-running its items would apply them twice (an increment counted twice,
+ * and acknowledged), so each caller gets the failure, which says the outcome
+ * is unknown. A refusal the server reported committed nothing, so each item
+ * runs alone and fails, or not, on its own. A defect proves nothing either way.
+ */
+const writeBatchFailed = (cause: Cause.Cause<unknown>): Exit.Exit<never, DriverError> | Retry => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure) && failure.value instanceof DriverError) {
+    return connectionFault(failure.value.cause) === "lost" ? Exit.fail(failure.value) : RETRY
+  }
+  const defect = Cause.squash(cause)
+  return Exit.fail(
+    new DriverError({
+      reason: "Backend",
+      message: `the batch statement ended with ${defect instanceof Error ? defect.message : "a defect"}: ` +
+        "its outcome is unknown (it may or may not have been written)",
+      cause: defect
+    })
+  )
+}
 
 /** The bytes of a row, or the refusal (not read) when larger than any value effect-kv writes. */
 const bytesOrError = (row: Row): Uint8Array | DriverError => {
@@ -144,16 +195,32 @@ interface SetItem {
 
 const ttlParam = (ttl: number | undefined): number | null => ttl ?? null
 
+/** Statements and transactions before `backend` makes their failures `DriverError`. */
+type Sql<A> = Effect.Effect<A, SqlError | DriverError | CommitFailure>
+
 export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Driver => {
   const { inTransaction, liveTransaction, onPool, run } = makeConnections(sql)
   const hashOf = (key: string): string => keyHash(key).toString()
 
-  const getWith = (runner: typeof run) => (key: string) =>
-    backend(runner(statements.get, [key])).pipe(
-      Effect.flatMap((rows) => (rows.length === 0 ? Effect.succeed(Option.none()) : Effect.map(bytesOf(rows[0]!), Option.some)))
-    )
+  /**
+   * `inTransaction` as the driver's: a lost connection before COMMIT wrote
+   * nothing; a failed COMMIT (a `CommitFailure`, for `backend`) may have.
+   */
+  const ownTransaction = <A, E, R>(begin: string, body: Effect.Effect<A, E, R>) =>
+    Effect.catchIf(
+      inTransaction(begin, body),
+      (error): error is SqlError => error instanceof SqlError,
+      (error) => Effect.fail(toDriverError(error, "rolledBack"))
+    ) as Effect.Effect<A, Exclude<E, SqlError> | DriverError | CommitFailure, Exclude<R, SqlClient.TransactionConnection>>
+
+  const fromGetRows = (rows: ReadonlyArray<Row>) =>
+    rows.length === 0 ? Effect.succeed(Option.none()) : Effect.map(bytesOf(rows[0]!), Option.some)
+  const getWith = (runner: typeof run) => (key: string) => Effect.flatMap(backendRead(runner(statements.get, [key])), fromGetRows)
   const getOnPool = getWith(onPool)
-  const hasOnPool = (key: string) => backend(Effect.map(onPool(statements.has, [key]), (rows) => rows.length > 0))
+  const hasOnPool = (key: string) => backendRead(Effect.map(onPool(statements.has, [key]), (rows) => rows.length > 0))
+  /** The second attempt after a coalesced read statement failed (so not retried again). */
+  const getOnceOnPool = (key: string) => Effect.flatMap(backend(onPool(statements.get, [key]), "read"), fromGetRows)
+  const hasOnceOnPool = (key: string) => backend(Effect.map(onPool(statements.has, [key]), (rows) => rows.length > 0), "read")
   const setOnPool = (item: SetItem) =>
     backend(Effect.asVoid(onPool(statements.set, [item.hash, item.key, item.value, item.ttl])))
 
@@ -165,12 +232,13 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
   const distinctKeys = <I>(items: ReadonlyArray<I>, keyOf: (item: I) => string): Array<string> =>
     Array.from(new Set(items.map(keyOf)))
 
+  // a read batch that fails is retried item by item (the default `batchFailed`): that is its second attempt
   const getLane = coalescer.lane<string, Option.Option<Uint8Array>, DriverError>({
     one: getOnPool,
-    alone: getOnPool,
+    alone: getOnceOnPool,
     maxItems: BATCH,
     many: (keys) =>
-      Effect.map(backend(onPool(statements.getMany, [distinctKeys(keys, (key) => key)])), (rows) => {
+      Effect.map(backend(onPool(statements.getMany, [distinctKeys(keys, (key) => key)]), "read"), (rows) => {
         const found = new Map<string, Row>()
         for (const row of rows) found.set(String(row["key"]), row)
         return keys.map((key) => {
@@ -184,10 +252,10 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
 
   const hasLane = coalescer.lane<string, boolean, DriverError>({
     one: hasOnPool,
-    alone: hasOnPool,
+    alone: hasOnceOnPool,
     maxItems: BATCH,
     many: (keys) =>
-      Effect.map(backend(onPool(statements.hasMany, [distinctKeys(keys, (key) => key)])), (rows) => {
+      Effect.map(backend(onPool(statements.hasMany, [distinctKeys(keys, (key) => key)]), "read"), (rows) => {
         const live = new Set(rows.map((row) => String(row["key"])))
         return keys.map((key) => Exit.succeed(live.has(key)))
       })
@@ -209,6 +277,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
         (rows) => (rows.length > 0 ? undefined : RETRY)
       )),
     alone: (item) => waitingWrites.withLock(item.key, setOnPool(item)),
+    batchFailed: writeBatchFailed,
     maxItems: BATCH,
     sizeOf: (item) => item.value.length,
     maxBytes: SET_BATCH_BYTES,
@@ -244,7 +313,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
 
   const get = unlessInTransaction(getWith(run), getLane.run)
   const has = unlessInTransaction(
-    (key: string) => backend(Effect.map(run(statements.has, [key]), (rows) => rows.length > 0)),
+    (key: string) => backendRead(Effect.map(run(statements.has, [key]), (rows) => rows.length > 0)),
     hasLane.run
   )
   const setItem = unlessInTransaction(
@@ -255,7 +324,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
   /** A write statement that runs at once unless an update of the key is in flight; then `locked` runs after it. */
   const unlessLocked = (
     free: Effect.Effect<ReadonlyArray<Row>, SqlError>,
-    locked: (hash: string) => Effect.Effect<ReadonlyArray<Row>, SqlError>,
+    locked: (hash: string) => Effect.Effect<ReadonlyArray<Row>, SqlError | DriverError | CommitFailure>,
     hash: string
   ) =>
     Effect.flatMap(free, (rows) =>
@@ -268,10 +337,10 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
    * as a fresh statement, whose snapshot sees what the lock's holder committed.
    */
   const afterLock = (hash: string, statement: string, params: ReadonlyArray<unknown>) =>
-    Effect.flatMap(liveTransaction, (transaction) =>
+    Effect.flatMap(liveTransaction, (transaction): Sql<ReadonlyArray<Row>> =>
       Option.isSome(transaction)
         ? Effect.zipRight(run(statements.lockKey, [hash]), run(statement, params))
-        : inTransaction(statements.beginAndLock(BigInt(hash)), run(statement, params)))
+        : ownTransaction(statements.beginAndLock(BigInt(hash)), run(statement, params)))
 
   const delete_ = (key: string) => {
     const hash = hashOf(key)
@@ -320,9 +389,9 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
       Effect.flatMap(([result, write]) => Effect.as(writeRow(key, hash, write), result))
     )
     return backend(
-      Effect.flatMap(liveTransaction, (transaction) =>
+      Effect.flatMap(liveTransaction, (transaction): Effect.Effect<A, E | SqlError | DriverError | CommitFailure, R> =>
         Option.isNone(transaction)
-          ? inTransaction(statements.beginAndLock(BigInt(hash)), body)
+          ? ownTransaction(statements.beginAndLock(BigInt(hash)), body)
           : sql.withTransaction(Effect.zipRight(run(statements.lockKey, [hash]), body)))
     ) as Effect.Effect<A, E | DriverError, R>
   }
@@ -334,7 +403,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
       : upper === undefined
       ? run(statements.keysFrom, [prefix])
       : run(statements.keysInRange, [prefix, upper])
-    return backend(Effect.map(query, (rows) => rows.map((row) => String(row["key"]))))
+    return backendRead(Effect.map(query, (rows) => rows.map((row) => String(row["key"]))))
   }
 
   /** Runs `batch` until a batch comes back short or `mayGoOn` says stop; the total. */
@@ -406,6 +475,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
       )),
     many: incrementMany,
     alone: (item) => waitingWrites.withLock(item.key, incrementAlone(item)),
+    batchFailed: writeBatchFailed,
     maxItems: BATCH
   })
   const incrementItem = unlessInTransaction(incrementWith(run), incrementLane.run)
@@ -414,9 +484,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     incrementItem({ key, hash: hashOf(key), by, ttl: ttlParam(ttl) })
 
   const getMany = (keys: ReadonlyArray<string>) =>
-    backend(
-      Effect.forEach(chunksOf(keys), (chunk) => run(statements.getMany, [chunk]), { concurrency: 1 })
-    ).pipe(
+    Effect.forEach(chunksOf(keys), (chunk) => backendRead(run(statements.getMany, [chunk])), { concurrency: 1 }).pipe(
       Effect.flatMap((results) => {
         const found = new Map<string, Row>()
         for (const rows of results) for (const row of rows) found.set(String(row["key"]), row)
@@ -446,8 +514,8 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     if (chunks.length === 1) return backend(Effect.asVoid(statement(chunks[0]!)))
     const all = Effect.forEach(chunks, statement, { discard: true })
     return backend(
-      Effect.flatMap(liveTransaction, (transaction) =>
-        Option.isSome(transaction) ? sql.withTransaction(all) : inTransaction("BEGIN", all))
+      Effect.flatMap(liveTransaction, (transaction): Sql<void> =>
+        Option.isSome(transaction) ? sql.withTransaction(all) : ownTransaction("BEGIN", all))
     )
   }
 
@@ -463,11 +531,11 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
         const hashes = chunk.map((e) => e.hash.toString())
         const chunkKeys = chunk.map((e) => e.key)
         return run(statements.deleteManyIfFree, [hashes, chunkKeys]).pipe(
-          Effect.flatMap((rows) =>
-            rows[0]?.["free"] === true ? Effect.succeed(rows) : Effect.flatMap(liveTransaction, (transaction) =>
+          Effect.flatMap((rows): Sql<ReadonlyArray<Row>> =>
+            rows[0]?.["free"] === true ? Effect.succeed(rows) : Effect.flatMap(liveTransaction, (transaction): Sql<ReadonlyArray<Row>> =>
               Option.isSome(transaction)
                 ? Effect.zipRight(run(statements.lockKeys, [hashes]), run(statements.deleteManyLocked, [chunkKeys]))
-                : inTransaction(
+                : ownTransaction(
                   statements.beginAndLockMany(chunk.map((e) => e.hash)),
                   run(statements.deleteManyLocked, [chunkKeys])
                 ))
@@ -505,17 +573,17 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
 
   const count = (prefix: string) => {
     const { params, ranged } = rangeOf(prefix)
-    return backend(Effect.map(run(ranged.count, params), (rows) => Number(rows[0]?.["n"] ?? 0)))
+    return backendRead(Effect.map(run(ranged.count, params), (rows) => Number(rows[0]?.["n"] ?? 0)))
   }
 
   const keysPage = (prefix: string, after: string | undefined, limit: number) => {
     const { params, ranged } = rangeOf(prefix)
-    return backend(Effect.map(run(ranged.keysPage, [...params, after ?? "", limit]), (rows) => rows.map((row) => String(row["key"]))))
+    return backendRead(Effect.map(run(ranged.keysPage, [...params, after ?? "", limit]), (rows) => rows.map((row) => String(row["key"]))))
   }
 
   const entriesPage = (prefix: string, after: string | undefined, limit: number) => {
     const { params, ranged } = rangeOf(prefix)
-    return backend(run(ranged.entriesPage, [...params, after ?? "", limit])).pipe(
+    return backendRead(run(ranged.entriesPage, [...params, after ?? "", limit])).pipe(
       Effect.flatMap((rows) => Effect.forEach(rows, (row) => Effect.map(bytesOf(row), (value) => [String(row["key"]), value] as const)))
     )
   }
@@ -532,7 +600,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     sweep: deleteInBatches(run(statements.sweepBatch, [CLEANUP_BATCH]), (row) => row?.["mine"] === true),
     has,
     timeToLive: (key) =>
-      backend(Effect.map(run(statements.timeToLive, [key]), (rows) =>
+      backendRead(Effect.map(run(statements.timeToLive, [key]), (rows) =>
         rows.length === 0
           ? Option.none()
           : Option.some(rows[0]!["ms"] === null ? undefined : Math.max(0, Number(rows[0]!["ms"]))))),
