@@ -78,6 +78,13 @@ export const connectionFault = (error: unknown): "lost" | "unreachable" | undefi
   return /Connection terminated/i.test(detail) ? "lost" : undefined
 }
 
+/** Whether no connection could be made at all (the server refused it, or is starting or shutting down). */
+export const connectionRefused = (error: unknown): boolean => {
+  if (!(error instanceof SqlError)) return false
+  const { code } = sqlErrorDetail(error)
+  return code === "ECONNREFUSED" || code === "57P03"
+}
+
 /**
  * A COMMIT that failed. A refusal the server reported (a serialization
  * failure, say) rolled the transaction back; a lost connection (see

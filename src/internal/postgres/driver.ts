@@ -15,7 +15,7 @@ import { keyHash } from "../../core/hash.js"
 import { makeKeyedLock } from "../keyedLock.js"
 import { makeCoalescer, RETRY } from "./coalesce.js"
 import type { Retry } from "./coalesce.js"
-import { CommitFailure, connectionFault, makeConnections, sqlErrorDetail } from "./connection.js"
+import { CommitFailure, connectionFault, connectionRefused, makeConnections, sqlErrorDetail } from "./connection.js"
 import type { Row } from "./connection.js"
 import { MAX_READ_BYTES, prefixUpperBound } from "../../core/postgresSql.js"
 import type { Statements } from "../../core/postgresSql.js"
@@ -60,7 +60,7 @@ const chunksOf = <A>(items: ReadonlyArray<A>, size?: (item: A) => number): Array
  * - `"write"`: a statement that writes, sent on its own: it may have committed,
  *   so its outcome is unknown, and it is never re-run (an increment would count twice);
  * - `"rolledBack"`: a statement of a transaction before its COMMIT: nothing was written;
- * - `"read"`: a read, already tried twice (`readTwice`).
+ * - `"read"`: a read, already tried again (`readAgainIfLost`).
  */
 type AfterLoss = "write" | "rolledBack" | "read"
 
@@ -79,7 +79,7 @@ const describeSqlError = (error: SqlError, afterLoss: AfterLoss): string => {
         ? `${LOST} after the statement was sent: its outcome is unknown (it may or may not have been written): ${detail}`
         : afterLoss === "rolledBack"
         ? `${LOST} before the transaction committed: nothing was written: ${detail}`
-        : `${LOST} (server restart, killed backend or network), twice: ${detail}`
+        : `${LOST} (server restart, killed backend or network), again on a fresh connection: ${detail}`
   }
 }
 
@@ -108,16 +108,33 @@ const backend = <A, E, R>(
   ) as Effect.Effect<A, Exclude<E, SqlError | CommitFailure> | DriverError, R>
 
 /**
- * A read is idempotent: when its connection was lost (node-postgres hands out
- * a killed pooled connection once before it notices), it runs once more, on
- * another connection; only a second failure reaches the caller.
+ * One turn of Node's event loop (not the Effect `Clock`, which may be a
+ * `TestClock`): the pool reads what the sockets of its other killed
+ * connections say, and drops them, before the read runs again.
  */
-const readTwice = <A>(read: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> =>
-  Effect.catchIf(read, (error) => connectionFault(error) !== undefined, () => read)
+const eventLoopTurn: Effect.Effect<void> = Effect.async<void>((resume) => {
+  const timer = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(timer))
+})
 
-/** A read as the caller's answer: tried twice, then its failure as `DriverError`. */
-const backendRead = <A>(read: Effect.Effect<A, SqlError>): Effect.Effect<A, DriverError> =>
-  backend(readTwice(read), "read")
+/**
+ * A read is idempotent, so when its connection was lost it runs again. After
+ * a failover or a restart every pooled connection may be dead at once, and
+ * node-postgres hands each out once more before it notices the closed socket
+ * (each then fails at once, without a round trip, and leaves the pool). So a
+ * read runs again up to `poolSize` times while its connection is found dead:
+ * the last attempt is on a fresh connection. A connection that cannot be made
+ * (the server down) is tried once more only: that failure reaches the caller.
+ */
+const readAgainIfLost = (poolSize: number) => <A>(read: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> => {
+  const attempt = (retriesLeft: number, refused: boolean): Effect.Effect<A, SqlError> =>
+    Effect.catchIf(
+      read,
+      (error) => retriesLeft > 0 && !refused && connectionFault(error) !== undefined,
+      (error) => Effect.zipRight(eventLoopTurn, attempt(retriesLeft - 1, connectionRefused(error)))
+    )
+  return attempt(poolSize, false)
+}
 
 /**
  * What the failure of a coalesced write statement means for its callers. A
@@ -200,6 +217,9 @@ type Sql<A> = Effect.Effect<A, SqlError | DriverError | CommitFailure>
 
 export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Driver => {
   const { inTransaction, liveTransaction, onPool, run } = makeConnections(sql)
+  const readAgain = readAgainIfLost(poolSize(sql))
+  /** A read as the caller's answer: run again past dead connections, then its failure as `DriverError`. */
+  const backendRead = <A>(read: Effect.Effect<A, SqlError>): Effect.Effect<A, DriverError> => backend(readAgain(read), "read")
   const hashOf = (key: string): string => keyHash(key).toString()
 
   /**
@@ -218,9 +238,6 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
   const getWith = (runner: typeof run) => (key: string) => Effect.flatMap(backendRead(runner(statements.get, [key])), fromGetRows)
   const getOnPool = getWith(onPool)
   const hasOnPool = (key: string) => backendRead(Effect.map(onPool(statements.has, [key]), (rows) => rows.length > 0))
-  /** The second attempt after a coalesced read statement failed (so not retried again). */
-  const getOnceOnPool = (key: string) => Effect.flatMap(backend(onPool(statements.get, [key]), "read"), fromGetRows)
-  const hasOnceOnPool = (key: string) => backend(Effect.map(onPool(statements.has, [key]), (rows) => rows.length > 0), "read")
   const setOnPool = (item: SetItem) =>
     backend(Effect.asVoid(onPool(statements.set, [item.hash, item.key, item.value, item.ttl])))
 
@@ -232,10 +249,10 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
   const distinctKeys = <I>(items: ReadonlyArray<I>, keyOf: (item: I) => string): Array<string> =>
     Array.from(new Set(items.map(keyOf)))
 
-  // a read batch that fails is retried item by item (the default `batchFailed`): that is its second attempt
+  // a read batch that fails is retried item by item (the default `batchFailed`), each past dead connections
   const getLane = coalescer.lane<string, Option.Option<Uint8Array>, DriverError>({
     one: getOnPool,
-    alone: getOnceOnPool,
+    alone: getOnPool,
     maxItems: BATCH,
     many: (keys) =>
       Effect.map(backend(onPool(statements.getMany, [distinctKeys(keys, (key) => key)]), "read"), (rows) => {
@@ -252,7 +269,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
 
   const hasLane = coalescer.lane<string, boolean, DriverError>({
     one: hasOnPool,
-    alone: hasOnceOnPool,
+    alone: hasOnPool,
     maxItems: BATCH,
     many: (keys) =>
       Effect.map(backend(onPool(statements.hasMany, [distinctKeys(keys, (key) => key)]), "read"), (rows) => {
