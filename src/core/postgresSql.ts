@@ -327,7 +327,8 @@ const ranged = (t: string, safeValue: string, withUpper: boolean): RangedStateme
   const range = `key >= $1::text COLLATE "C"${withUpper ? ` AND key < $2::text COLLATE "C"` : ""}`
   const next = withUpper ? 3 : 2
   const after = `$${next}::text COLLATE "C"`
-  const limit = `$${next + 1}::int`
+  // bigint: a page size is any positive safe integer (an int4 parameter refuses 2^31 and above)
+  const limit = `$${next + 1}::bigint`
   const page = (columns: string) =>
     `SELECT ${columns} FROM ${t} WHERE ${range} AND key > ${after} AND ${live("now()")} ` +
     `ORDER BY key COLLATE "C" LIMIT ${limit}`
