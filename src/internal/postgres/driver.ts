@@ -26,6 +26,31 @@ export const CLEANUP_BATCH = 1000
 /** Keys per statement of getMany, setMany and deleteMany, and rows per deletePrefix batch. */
 export const BATCH = 1000
 
+/**
+ * Key locks one `setMany` takes in its transaction; a larger one locks the
+ * table instead (EXCLUSIVE: writers of the table wait for it, readers do not),
+ * as databases escalate many row locks to one table lock.
+ *
+ * Advisory locks live in PostgreSQL's shared lock table, sized
+ * `max_locks_per_transaction` (64 by default) × the server's connections for
+ * the whole server; when it is full, any session that needs a lock, on any
+ * table, fails with "out of shared memory". Measured (PostgreSQL 18, defaults
+ * but max_connections = 200): one transaction could take 20,000 advisory locks,
+ * not 30,000; a 40,000-key `setMany` failed, and made other sessions fail with
+ * it. 64 keeps every transaction of ours within the average the table is sized
+ * for, however many of our connections run at once; above that a batch costs
+ * one slot. The price: a `setMany` of more than 64 keys holds back the table's
+ * writers while it runs (it is one statement per 1000 keys).
+ *
+ * Not escalated (yet): statements that each hold up to `BATCH` key locks only
+ * until they end — the coalesced set/increment statements (try-locks; at most
+ * `inFlightBudget` of them per pool), `deleteMany` per 1000 keys and
+ * `deletePrefix` per 1000 rows. One pool of 10 holds at most about 10,000 at
+ * once only if all of them run such statements together; inside a caller's
+ * transaction the locks of `deleteMany` and `deletePrefix` add up.
+ */
+export const KEY_LOCKS_PER_TRANSACTION = 64
+
 /** Bytes of values per setMany statement (sent as hex text, so twice that): a larger batch takes more statements. */
 const BATCH_BYTES = 32 * 1024 * 1024
 
@@ -513,26 +538,37 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     )
 
   /**
-   * All or nothing: one statement for up to `BATCH` keys, else one transaction
-   * (or the caller's) over several. Every statement takes its keys' locks in
-   * key_hash order, and the entries are split in that order, so a transaction
-   * of several statements also takes its locks in one ascending order.
+   * All or nothing. Up to `KEY_LOCKS_PER_TRANSACTION` keys: one statement that
+   * takes its keys' locks in key_hash order (so two batches never wait for each
+   * other in a cycle). More: one transaction (or the caller's) that locks the
+   * table (`lockTable`, one lock-table slot however many keys), then writes
+   * `BATCH` keys per statement. Once it holds the table lock no writer of the
+   * table is running or can start, so the keys' locks are not needed: an
+   * update that holds a key's lock has not read its row yet (it reads with
+   * `FOR UPDATE`, which waits for the table lock) and then sees the batch's
+   * value; the try-lock statements and `deletePrefix` wait for the table lock
+   * at their start. The batch waits for nothing once it holds the table, so it
+   * is in no deadlock of its own making.
    */
   const setMany = (entries: ReadonlyArray<readonly [string, Uint8Array]>, ttl: number | undefined) => {
     const sorted = entries.map(([key, value]) => ({ key, value, hash: keyHash(key) })).sort(byHash)
-    const chunks = chunksOf(sorted, (entry) => entry.value.length)
-    const statement = (chunk: ReadonlyArray<Hashed & { readonly value: Uint8Array }>) =>
-      run(statements.setMany, [
+    const statement = (text: string) => (chunk: ReadonlyArray<Hashed & { readonly value: Uint8Array }>) =>
+      run(text, [
         chunk.map((e) => e.hash.toString()),
         chunk.map((e) => e.key),
         chunk.map((e) => e.value),
         ttlParam(ttl)
       ])
-    if (chunks.length === 1) return backend(Effect.asVoid(statement(chunks[0]!)))
-    const all = Effect.forEach(chunks, statement, { discard: true })
+    const chunks = chunksOf(sorted, (entry) => entry.value.length)
+    const escalate = sorted.length > KEY_LOCKS_PER_TRANSACTION
+    if (chunks.length === 1 && !escalate) return backend(Effect.asVoid(statement(statements.setMany)(chunks[0]!)))
+    // a few keys of large values: several statements, each taking its keys' locks (in one ascending order)
+    const all = Effect.forEach(chunks, statement(escalate ? statements.setManyLocked : statements.setMany), { discard: true })
     return backend(
       Effect.flatMap(liveTransaction, (transaction): Sql<void> =>
-        Option.isSome(transaction) ? sql.withTransaction(all) : ownTransaction("BEGIN", all))
+        Option.isSome(transaction)
+          ? sql.withTransaction(escalate ? Effect.zipRight(run(statements.lockTable, []), all) : all)
+          : ownTransaction(escalate ? statements.beginAndLockTable : "BEGIN", all))
     )
   }
 

@@ -1,16 +1,19 @@
 /**
- * Writes whose answer is lost after they committed (issue 15, item 1): the
- * outcome is unknown, the caller is told so, and nothing is re-run — an
- * increment is counted once or not at all, never twice.
+ * Faults that touch the whole PostgreSQL server, so this file runs on a
+ * server of its own (never the shared test server, which other files use at
+ * the same time).
  *
- * The window is forced, not waited for: with `synchronous_standby_names` set
- * to a standby that does not exist, every commit of a session whose
- * `synchronous_commit` is on waits (`wait_event = 'SyncRep'`) after it is
- * durable locally; terminating that backend then loses the answer of a
- * committed statement. The setting is server-wide, so this file runs on a
- * PostgreSQL server of its own (never the shared test server, which other
- * files use at the same time), and only the store's own sessions turn
- * `synchronous_commit` on (the servers run with it off).
+ * 1. Writes whose answer is lost after they committed (issue 15, item 1): the
+ *    outcome is unknown, the caller is told so, and nothing is re-run — an
+ *    increment is counted once or not at all, never twice. The window is
+ *    forced, not waited for: with `synchronous_standby_names` set to a standby
+ *    that does not exist, every commit of a session whose `synchronous_commit`
+ *    is on waits (`wait_event = 'SyncRep'`) after it is durable locally;
+ *    terminating that backend then loses the answer of a committed statement.
+ *    Only the store's own sessions turn `synchronous_commit` on (the servers
+ *    run with it off).
+ * 2. A large `setMany` (issue 15, item 2) must not fill the server's shared
+ *    lock table, which would make other sessions, on other tables, fail.
  */
 import { PgClient } from "@effect/sql-pg"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
@@ -227,4 +230,74 @@ describe("PostgresStore: a write whose answer was lost is never re-run (a server
       assert.isTrue(Option.isSome(yield* store.timeToLive("expiring")))
       assert.strictEqual(text(yield* store.get("plain")), "p")
     }), 120_000)
+})
+
+describe("PostgresStore: a large setMany hurts no other session (a server of its own)", () => {
+  it.scopedLive("setMany of 40,000 keys while bystanders run transactions on another table and updates hit its keys", () =>
+    Effect.gen(function*() {
+      const app = fresh("effect-kv-big")
+      const store = yield* instance(fresh("kv_big"), 4, app)
+      const prefix = "big/"
+      const entries = Array.from({ length: 40_000 }, (_, i) => [`${prefix}${String(i).padStart(5, "0")}`, bytes(`v${i}`)] as const)
+      const contested = entries.slice(0, 8).map(([key]) => key)
+      yield* adminQuery("CREATE TABLE IF NOT EXISTS bystander (id serial PRIMARY KEY, at timestamptz DEFAULT now())")
+      let done = false
+      let bystanderOk = 0
+      const bystanderErrors: Array<string> = []
+      const bystanders = new Pg.Pool({ connectionString: server!.url, max: 3, application_name: fresh("bystander") })
+      bystanders.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.promise(() => bystanders.end().catch(() => {})))
+      // another application's transactions: a row on its own table and a few advisory locks of its own
+      const bystander = (n: number) =>
+        Effect.promise(async () => {
+          while (!done) {
+            const client = await bystanders.connect()
+            try {
+              await client.query("BEGIN")
+              await client.query("SELECT pg_advisory_xact_lock(-1000000 - $1::int * 10 - g) FROM generate_series(1, 5) g", [n])
+              await client.query("INSERT INTO bystander DEFAULT VALUES")
+              await client.query("COMMIT")
+              bystanderOk++
+            } catch (error) {
+              bystanderErrors.push((error as Error).message)
+              await client.query("ROLLBACK").catch(() => {})
+            } finally {
+              client.release()
+            }
+          }
+        })
+      const running = yield* Effect.fork(Effect.all([0, 1, 2].map(bystander), { concurrency: "unbounded", discard: true }))
+      // updates of keys in the batch, until it is done: each appends its id to what it read; the batch writes "S"
+      let ids = 0
+      const updater = (key: string) =>
+        Effect.whileLoop({
+          while: () => !done,
+          body: () => store.update(key, (current) => Effect.succeed(bytes(`${Option.match(current, { onNone: () => "", onSome: text })}.${ids++}`))),
+          step: () => {}
+        })
+      const updates = yield* Effect.fork(Effect.all(contested.map(updater), { concurrency: "unbounded", discard: true }))
+      yield* sleep(50)
+      const written = yield* Effect.exit(store.setMany(entries.map(([key]) => [key, bytes(contested.includes(key) ? "S" : key)] as const)))
+      yield* sleep(50)
+      done = true
+      const updated = yield* Fiber.await(updates).pipe(bounded(60_000, "the updates"))
+      yield* Fiber.join(running).pipe(bounded(60_000, "the bystanders"))
+
+      assert.isTrue(Exit.isSuccess(written), Exit.isFailure(written) ? Cause.pretty(written.cause) : "")
+      assert.deepStrictEqual(bystanderErrors.slice(0, 5), [], `${bystanderErrors.length} bystander transactions failed`)
+      assert.isAbove(bystanderOk, 0)
+      assert.isTrue(Exit.isSuccess(updated), Exit.isFailure(updated) ? Cause.pretty(updated.cause) : "")
+      // all of it, and no update lost: each contested key holds the batch's "S" and then only updates that read it
+      assert.strictEqual(yield* store.count(prefix), entries.length)
+      assert.strictEqual(text(yield* store.get(entries[39_999]![0])), entries[39_999]![0])
+      const seen = new Set<string>()
+      for (const key of contested) {
+        const value = text(yield* store.get(key))
+        assert.match(value, /^S(\.\d+)*$/, `${key}: ${value}`)
+        for (const id of value.split(".").slice(1)) {
+          assert.isFalse(seen.has(id), `update ${id} applied twice`)
+          seen.add(id)
+        }
+      }
+    }), 180_000)
 })
