@@ -120,6 +120,16 @@ export interface Statements {
    * key_hash order, then upserts; the keys must be distinct
    */
   readonly setMany: string
+  /**
+   * The whole table, in place of many keys' locks (see `KEY_LOCKS_PER_TRANSACTION` in the driver): EXCLUSIVE
+   * waits for every transaction that writes or locks rows of the table and holds back new ones until this
+   * one ends; plain reads go on
+   */
+  readonly lockTable: string
+  /** BEGIN and `lockTable`, in one round trip */
+  readonly beginAndLockTable: string
+  /** $1 key_hashes bigint[], $2 keys text[], $3 values bytea[], $4 ttl ms or null: `setMany` under `lockTable`, no key locks */
+  readonly setManyLocked: string
   /** $1 key_hashes bigint[], $2 keys text[] → free, deleted; deletes only when no update of any key is in flight */
   readonly deleteManyIfFree: string
   /** $1 keys text[] → deleted; inside a transaction holding the keys' locks */
@@ -294,6 +304,11 @@ export const makeStatements = (options: {
       `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
       `SELECT u.h, u.k, u.v, ${expiry}, clock_timestamp() FROM l, unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(h, k, v) ` +
       upsertTail,
+    lockTable: `LOCK TABLE ${t} IN EXCLUSIVE MODE`,
+    beginAndLockTable: `BEGIN; LOCK TABLE ${t} IN EXCLUSIVE MODE`,
+    setManyLocked: `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
+      `SELECT u.h, u.k, u.v, ${expiry}, clock_timestamp() FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(h, k, v) ` +
+      upsertTail,
     // like deleteIfFree: a statement that waited for a lock would not see what the holder committed
     deleteManyIfFree: `WITH l AS MATERIALIZED (${tryLockAll("unnest($1::bigint[])")}), ` +
       `d AS (DELETE FROM ${t} t USING l WHERE l.free AND t.key = ANY($2::text[]) AND ${live("now()", "t.")} RETURNING 1) ` +
@@ -327,7 +342,8 @@ const ranged = (t: string, safeValue: string, withUpper: boolean): RangedStateme
   const range = `key >= $1::text COLLATE "C"${withUpper ? ` AND key < $2::text COLLATE "C"` : ""}`
   const next = withUpper ? 3 : 2
   const after = `$${next}::text COLLATE "C"`
-  const limit = `$${next + 1}::int`
+  // bigint: a page size is any positive safe integer (an int4 parameter refuses 2^31 and above)
+  const limit = `$${next + 1}::bigint`
   const page = (columns: string) =>
     `SELECT ${columns} FROM ${t} WHERE ${range} AND key > ${after} AND ${live("now()")} ` +
     `ORDER BY key COLLATE "C" LIMIT ${limit}`
