@@ -400,7 +400,7 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
           const stored = Option.isSome(current) ? textDecoder.decode(current.value.value) : undefined
           const step = rateLimitStep(request, stored, now)
           if (step === undefined) {
-            return Effect.fail(new Refusal(invalid("rateLimit", key, `Cannot rate limit on key ${quoted(key)}: ${INVALID_STATE}`)))
+            return Effect.fail(new Refusal(invalid("rateLimit", key, `Cannot rateLimit key ${quoted(key)}: ${INVALID_STATE}`)))
           }
           const kept: Write = step.keep === undefined
             ? KEEP
