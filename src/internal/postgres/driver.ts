@@ -8,10 +8,11 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import type { Driver, Entry, Write } from "../../KvStore.js"
+import type { Driver, Entry, RateLimitRequest, Write } from "../../KvStore.js"
 import { DriverError } from "../../KvStore.js"
 import { NOT_A_COUNTER, parseCounter } from "../../core/counter.js"
 import { keyHash } from "../../core/hash.js"
+import { INVALID_STATE, rateLimitAnswerOf } from "../../core/rateLimit.js"
 import { makeKeyedLock } from "../keyedLock.js"
 import { makeCoalescer, RETRY } from "./coalesce.js"
 import type { Retry } from "./coalesce.js"
@@ -641,6 +642,28 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     )
   }
 
+  /** One statement on the database's clock, under the key's lock (see `rateLimitStatement` in postgresSql.ts). */
+  const rateLimit = (key: string, request: RateLimitRequest) => {
+    const statement = request.algorithm === "fixed-window"
+      ? run(statements.rateLimitFixedWindow, [hashOf(key), key, request.tokens, request.refillMillis, request.limit ?? null])
+      : run(statements.rateLimitTokenBucket, [
+        hashOf(key),
+        key,
+        request.tokens,
+        request.refillMillis,
+        request.limit,
+        request.allowOverflow
+      ])
+    return Effect.flatMap(backend(statement), (rows) => {
+      const row = rows[0]
+      if (row === undefined) return Effect.fail(new DriverError({ reason: "InvalidArgument", message: INVALID_STATE }))
+      const answer = rateLimitAnswerOf(request, String(row["kept"]), row["admitted"] === true, Number(row["now"]))
+      return answer === undefined
+        ? Effect.fail(new DriverError({ reason: "Backend", message: `the rate limiter step kept ${String(row["kept"])}` }))
+        : Effect.succeed(answer)
+    })
+  }
+
   return {
     name: "PostgreSQL",
     get,
@@ -667,6 +690,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     deletePrefix,
     count,
     keysPage,
-    entriesPage
+    entriesPage,
+    rateLimit
   }
 }
