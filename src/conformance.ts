@@ -22,8 +22,9 @@
  *
  * Needs `@effect/vitest` (0.30, the Effect 3 line) and `vitest`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
+import "./internal/effectLine.js" // first: refuses to load next to another Effect major, saying so
 import { assert, describe, layer } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
@@ -78,7 +79,7 @@ const counter = (current: Option.Option<Uint8Array>): number =>
  * operation it calls (`"set: …"`), which is the `op` the refusal must name.
  * `call` only calls the method, so a method that throws makes `call` throw.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export type HostileCase = readonly [name: string, call: (store: KvStore.KvStore.Service) => Effect.Effect<unknown, unknown>]
@@ -109,7 +110,7 @@ const throwingProxy = (target: object = {}): object =>
  * (some cases detach an array). The same bad call must give the same `reason`,
  * `op` and `key` on every backend: compare runs with `hostileOutcomes`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export const hostileCases = (prefix: string): ReadonlyArray<HostileCase> => {
@@ -223,7 +224,7 @@ export const hostileCases = (prefix: string): ReadonlyArray<HostileCase> => {
  * How a backend refused a hostile case, comparable across backends: the
  * case's prefix appears as `<prefix>` in `key` and `message`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export interface HostileOutcome {
@@ -241,7 +242,7 @@ const outcomesByBackend = new Map<string, Map<string, HostileOutcome>>()
  * `conformance`) in this test file, by case name; empty before its hostile
  * tests ran.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export const hostileOutcomes = (backend: string): ReadonlyMap<string, HostileOutcome> =>
@@ -252,7 +253,7 @@ export const hostileOutcomes = (backend: string): ReadonlyMap<string, HostileOut
  * (the contract's promise; messages may differ), one line per case; cases
  * only one of them ran are listed too.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export const hostileDifferences = (a: string, b: string): ReadonlyArray<string> => {
@@ -284,7 +285,7 @@ const describeThrown = (thrown: unknown): string => {
  * or, as the failure, what broke the contract (a synchronous throw, a
  * success, a defect, another error).
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export const runHostileCase = (
@@ -321,7 +322,7 @@ export const runHostileCase = (
   })
 
 /**
- * @since 0.2.0
+ * @since 0.1.0
  * @category models
  */
 export interface ConformanceOptions {
@@ -333,7 +334,7 @@ export interface ConformanceOptions {
  * Registers the whole suite as a `describe` block named after the backend,
  * building `store` once for all its tests.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category tests
  */
 export const conformance = (
