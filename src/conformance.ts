@@ -40,6 +40,7 @@ import * as Data from "effect/Data"
 import * as Either from "effect/Either"
 import { randomUUID } from "node:crypto"
 import { batchConformance } from "./internal/batchConformance.js"
+import { schemaConformance } from "./internal/schemaConformance.js"
 import { byUtf8Bytes, bytes, loose, sleepReal, text, within } from "./internal/conformanceHelpers.js"
 import * as KvStore from "./KvStore.js"
 
@@ -1548,4 +1549,6 @@ export const conformance = (
   })
   // batches, prefixes, streams and namespaces (Version 2): a suite of its own on the same store
   batchConformance(name, store, { databaseClock: options.databaseClock === true })
+  // typed values (Version 3): the whole forSchema view on the same store
+  schemaConformance(name, store)
 }
