@@ -37,7 +37,9 @@ export class DriverError extends Data.TaggedError("DriverError")<{
  * @category drivers
  */
 export interface Entry {
+  /** The stored bytes. */
   readonly value: Uint8Array
+  /** Milliseconds left before the entry expires; `undefined`: never expires. */
   readonly expiresIn: number | undefined
 }
 

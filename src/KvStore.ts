@@ -165,6 +165,7 @@ export declare namespace KvStore {
  * @category errors
  */
 export class NotFound extends Data.TaggedError("NotFound")<{ readonly key: string }> {
+  /** Says which key has no live entry. */
   override get message(): string {
     return `No live entry for key ${JSON.stringify(this.key)}`
   }

@@ -229,9 +229,13 @@ export const hostileCases = (prefix: string): ReadonlyArray<HostileCase> => {
  * @category hostile arguments
  */
 export interface HostileOutcome {
+  /** The `KvError`'s `op`. */
   readonly op: string
+  /** The `KvError`'s `reason`. */
   readonly reason: string
+  /** The `KvError`'s `key`, with the case's prefix as `<prefix>`. */
   readonly key: string | undefined
+  /** The `KvError`'s message, with the case's prefix as `<prefix>`. */
   readonly message: string
 }
 
@@ -323,6 +327,8 @@ export const runHostileCase = (
   })
 
 /**
+ * Options of `conformance`: what the suite must know about the backend.
+ *
  * @since 0.1.0
  * @category models
  */
