@@ -396,6 +396,41 @@ export const batchConformance = (
           assert.isFalse(yield* kv.has(`${p}j`))
         }))
 
+      for (const op of ["setMany", "deleteMany"] as const) {
+        it.effect(`${op} inside update(a) against update(b) inside which a is updated: one fails with a deadlock, writing nothing`, () =>
+          Effect.gen(function*() {
+            const kv = yield* KvStore.KvStore
+            const p = fresh()
+            const [a, b, c] = [`${p}a`, `${p}b`, `${p}c`]
+            yield* kv.set(c, bytes("c"))
+            const holding = [yield* Deferred.make<void>(), yield* Deferred.make<void>()] as const
+            const both = Effect.zipRight(Deferred.await(holding[0]), Deferred.await(holding[1]))
+            const batch = op === "setMany" ? kv.setMany([[b, bytes("0")], [c, bytes("0")]]) : kv.deleteMany([b, c])
+            // fiber 0 holds a and writes b and c in one batch; fiber 1 holds b and updates a
+            const first = yield* Effect.fork(kv.update(a, () =>
+              Deferred.succeed(holding[0], undefined).pipe(Effect.zipRight(both), Effect.zipRight(batch), Effect.as(bytes("0")))))
+            const second = yield* Effect.fork(kv.update(b, () =>
+              Deferred.succeed(holding[1], undefined).pipe(
+                Effect.zipRight(both),
+                Effect.zipRight(kv.update(a, () => Effect.succeed(bytes("1")))),
+                Effect.as(bytes("1"))
+              )))
+            const exits = yield* within(10_000, `${op} and update taking keys in a cycle (deadlock?)`, Effect.all([Fiber.await(first), Fiber.await(second)]))
+            const failed = exits.flatMap((exit, i) => (Exit.isFailure(exit) ? [i] : []))
+            assert.strictEqual(failed.length, 1, exits.map((exit) => (Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "ok")).join("; "))
+            const error = yield* refusal(exits[failed[0]!]!, failed[0] === 0 ? op : "update", "Backend")
+            assert.include(error.message, "deadlock")
+            const read = (key: string) => Effect.map(kv.getOption(key), Option.map(text))
+            const stored = [yield* read(a), yield* read(b), yield* read(c)]
+            const expected = failed[0] === 0
+              ? [Option.some("1"), Option.some("1"), Option.some("c")] // the batch wrote nothing
+              : op === "setMany"
+              ? [Option.some("0"), Option.some("0"), Option.some("0")]
+              : [Option.some("0"), Option.none(), Option.none()]
+            assert.deepStrictEqual(stored, expected)
+          }))
+      }
+
       it.effect("overlapping concurrent batches and updates never deadlock and lose no increment", () =>
         Effect.gen(function*() {
           const kv = yield* KvStore.KvStore

@@ -31,7 +31,7 @@ export const makeBatchOperations = (context: {
   readonly errors: Errors
 }) => {
   const { driver, frontWaits, lock, redactKeys } = context
-  const { backend, checkPrefix, checkTtl, invalid, ownUpdate } = context.errors
+  const { backend, checkPrefix, checkTtl, invalid, lockFailure, ownUpdate } = context.errors
 
   /** The caller's iterable read once, or the refusal. */
   const readAll = (op: string, what: string, iterable: unknown): Array<unknown> | KvError => {
@@ -81,8 +81,8 @@ export const makeBatchOperations = (context: {
     return latest
   }
 
-  const withLocks = <A, E>(sortedKeys: ReadonlyArray<string>, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
-    sortedKeys.reduceRight((inner, key) => lock.withLock(key, inner), effect)
+  const withLocks = <A, E>(sortedKeys: ReadonlyArray<string>, effect: Effect.Effect<A, E>): Effect.Effect<A, E | DriverError> =>
+    sortedKeys.reduceRight((inner: Effect.Effect<A, E | DriverError>, key) => lock.withLock(key, inner), effect)
 
   /**
    * A write of several keys (distinct, sorted by code point): refused when the
@@ -99,7 +99,7 @@ export const makeBatchOperations = (context: {
     return Effect.flatMap(lock.keysHeldByCurrentFiber, (held): Effect.Effect<A, E | KvError> => {
       const own = held.find((key) => sortedKeys.includes(key))
       if (own !== undefined) return Effect.fail(ownUpdate(op, own))
-      return frontWaits ? withLocks(sortedKeys, effect) : effect
+      return frontWaits ? lockFailure(op, undefined, withLocks(sortedKeys, effect)) : effect
     })
   }
 

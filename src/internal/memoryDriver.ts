@@ -112,7 +112,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
    * A write: the lock check and `step` in one synchronous step; when an update
    * of the key is in flight, `step` runs once it is done.
    */
-  const writeStep = <A>(key: string, step: (now: number) => A): Effect.Effect<A> =>
+  const writeStep = <A>(key: string, step: (now: number) => A): Effect.Effect<A, DriverError> =>
     Effect.clockWith((clock) =>
       Effect.suspend(() =>
         lock.isLocked(key)
@@ -126,12 +126,12 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
    * and `step` in one synchronous step; when one of them is locked, `step`
    * runs holding all their locks, taken in order.
    */
-  const batchStep = <A>(sortedKeys: ReadonlyArray<string>, step: (now: number) => A): Effect.Effect<A> =>
+  const batchStep = <A>(sortedKeys: ReadonlyArray<string>, step: (now: number) => A): Effect.Effect<A, DriverError> =>
     Effect.clockWith((clock) =>
       Effect.suspend(() =>
         sortedKeys.some(lock.isLocked)
           ? sortedKeys.reduceRight(
-            (inner: Effect.Effect<A>, key) => lock.withLock(key, inner),
+            (inner: Effect.Effect<A, DriverError>, key) => lock.withLock(key, inner),
             Effect.sync(() => step(clock.unsafeCurrentTimeMillis()))
           )
           : Effect.succeed(step(clock.unsafeCurrentTimeMillis()))
