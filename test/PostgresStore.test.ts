@@ -177,6 +177,37 @@ describe("PostgresStore", () => {
         assert.strictEqual(text(yield* a.get(key)), "s")
       }))
 
+    it.scoped("nested updates in opposite orders on two instances: PostgreSQL's detector ends it with KvError \"deadlock\"; the other completes", () =>
+      Effect.gen(function*() {
+        const table = freshTable("deadlock")
+        const [one, two] = yield* Effect.all([instance({ table }), instance({ table })])
+        const holding = [yield* Deferred.make<void>(), yield* Deferred.make<void>()] as const
+        const both = Effect.zipRight(Deferred.await(holding[0]), Deferred.await(holding[1]))
+        const crossed = (store: KvStore.Service, i: 0 | 1, outer: string, inner: string) =>
+          store.update(outer, () =>
+            Deferred.succeed(holding[i], undefined).pipe(
+              Effect.zipRight(both),
+              Effect.zipRight(store.update(inner, () => Effect.succeed(bytes(String(i))))),
+              Effect.as(bytes(String(i)))
+            ))
+        const fibers = [yield* Effect.fork(crossed(one, 0, "a", "b")), yield* Effect.fork(crossed(two, 1, "b", "a"))]
+        // PostgreSQL checks for deadlocks after deadlock_timeout (1 s by default)
+        const exits = yield* Effect.timeoutFail(Effect.forEach(fibers, Fiber.await), {
+          duration: "20 seconds",
+          onTimeout: () => new Error("nested updates on two instances waited for each other (deadlock)")
+        })
+        const failed = exits.flatMap((exit, i) => (Exit.isFailure(exit) ? [i] : []))
+        assert.strictEqual(failed.length, 1, exits.map((exit) => (Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "ok")).join("; "))
+        const loser = failed[0]!
+        expectKvError(exits[loser]!, "update", "Backend")
+        const error = Option.getOrThrow(Cause.failureOption((exits[loser] as Exit.Failure<unknown, KvStore.KvError>).cause))
+        assert.include(error.message, "deadlock")
+        // the winner wrote both keys; the loser nothing
+        const winner = String(1 - loser)
+        assert.strictEqual(text(yield* one.get("a")), winner)
+        assert.strictEqual(text(yield* one.get("b")), winner)
+      }))
+
     it.scoped("concurrent layer builds create one table without failing", () =>
       Effect.gen(function*() {
         const table = freshTable("race")
