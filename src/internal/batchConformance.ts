@@ -15,6 +15,7 @@ import type * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
+import * as TestServices from "effect/TestServices"
 import { randomUUID } from "node:crypto"
 import * as KvStore from "../KvStore.js"
 import { byUtf8Bytes, bytes, loose, sleepReal, text, within } from "./conformanceHelpers.js"
@@ -163,6 +164,95 @@ export const batchConformance = (
           yield* refusal(kv.setMany([loose(revoked.proxy)]), "setMany")
           assert.strictEqual(text(yield* kv.get(`${p}a`)), "1")
         }))
+
+      /** Yields `item` `count` times (Infinity: forever), counting the items pulled and whether it was closed. */
+      const counted = <A>(item: A, count: number) => {
+        const state = { pulled: 0, closed: false }
+        function* items(): Generator<A> {
+          try {
+            for (let i = 0; i < count; i++) {
+              state.pulled++
+              yield item
+            }
+          } finally {
+            state.closed = true
+          }
+        }
+        return { state, items: items() }
+      }
+
+      it.effect("a batch holds at most 1,000,000 keys: exactly that many pass, one more is refused before any I/O", () =>
+        Effect.gen(function*() {
+          const kv = yield* KvStore.KvStore
+          const p = fresh()
+          const key = `${p}k`
+          const value = bytes("v")
+          // one key repeated: a million of them cost the check, not the backend
+          const max = 1_000_000
+          // a missing key: a million answers of none, no million copies of a value
+          const found = yield* kv.getMany(new Array<string>(max).fill(key))
+          assert.strictEqual(found.length, max)
+          assert.isTrue(found.every(Option.isNone))
+          const calls = [
+            ["getMany", (n: number) => kv.getMany(counted(key, n).items)],
+            ["setMany", (n: number) => kv.setMany(counted([key, value] as const, n).items)],
+            ["deleteMany", (n: number) => kv.deleteMany(counted(key, n).items)]
+          ] as const
+          for (const [op, call] of calls) {
+            const error = yield* refusal(call(max + 1), op)
+            assert.include(error.message, "1,000,000")
+          }
+          assert.isFalse(yield* kv.has(key), "a refused setMany wrote")
+        }))
+
+      it.effect("an endless iterable is refused with InvalidArgument after pulling at most 1,000,001 items, and closed", () =>
+        Effect.gen(function*() {
+          const kv = yield* KvStore.KvStore
+          const p = fresh()
+          for (const op of ["getMany", "setMany", "deleteMany"] as const) {
+            const endless = op === "setMany" ? counted([`${p}k`, bytes("v")] as const, Infinity) : counted(`${p}k`, Infinity)
+            const call = op === "getMany"
+              ? kv.getMany(endless.items as Iterable<string>)
+              : op === "setMany"
+              ? kv.setMany(endless.items as Iterable<readonly [string, Uint8Array]>)
+              : kv.deleteMany(endless.items as Iterable<string>)
+            yield* within(30_000, `${op} of an endless iterable`, refusal(call, op))
+            assert.strictEqual(endless.state.pulled, 1_000_001, op)
+            assert.isTrue(endless.state.closed, `${op} left the iterator open`)
+          }
+          // a prefixed view reads the caller's iterable itself: bounded too
+          const viaView = counted("k", Infinity)
+          yield* within(30_000, "a view's getMany of an endless iterable", refusal(KvStore.prefixed(kv, p).getMany(viaView.items), "getMany"))
+          assert.strictEqual(viaView.state.pulled, 1_000_001)
+          assert.isFalse(yield* kv.has(`${p}k`))
+        }))
+
+      it.effect("a slow iterable does not hold the event loop: a timeout fires while it is read, and closes it", () =>
+        TestServices.provideLive(Effect.gen(function*() {
+          const kv = yield* KvStore.KvStore
+          const p = fresh()
+          const total = 20_000
+          const slow = { pulled: 0, closed: false }
+          // about 0.1 ms of work per item, 2 s in all: far past the timeout
+          function* items(): Generator<string> {
+            try {
+              for (let i = 0; i < total; i++) {
+                const until = performance.now() + 0.1
+                while (performance.now() < until) {
+                  // busy, as a slow synchronous source is
+                }
+                slow.pulled++
+                yield `${p}k`
+              }
+            } finally {
+              slow.closed = true
+            }
+          }
+          const exit = yield* Effect.exit(Effect.timeout(kv.getMany(items()), "100 millis"))
+          assert.isTrue(Exit.isFailure(exit) && Cause.isFailType(exit.cause) && Cause.isTimeoutException(exit.cause.error), "the timeout did not fire")
+          assert.isBelow(slow.pulled, total, "the iterable was read to its end before the timeout could fire")
+          assert.isTrue(slow.closed, "the interrupted read left the iterator open")
+        })))
 
       it.effect("batchSize must be a positive integer", () =>
         Effect.gen(function*() {

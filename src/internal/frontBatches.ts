@@ -15,9 +15,10 @@ import type { Driver, KeyedLock, StreamOptions } from "../KvStore.js"
 import { DriverError, KvError } from "../KvStore.js"
 import { describeKind } from "../core/describe.js"
 import type { Errors } from "./errors.js"
-import { readEntry, readIterable } from "../core/iterable.js"
+import { readEntry } from "../core/iterable.js"
 import { compareCodePoints, keyProblem } from "../core/key.js"
 import { copyBytes, valueProblem } from "../core/value.js"
+import { readBatch } from "./readBatch.js"
 
 /** Keys per page when the front pages on its own (count, deletePrefix) and the default `batchSize`. */
 export const PAGE_SIZE = 1000
@@ -33,53 +34,54 @@ export const makeBatchOperations = (context: {
   const { driver, frontWaits, lock, redactKeys } = context
   const { backend, checkPrefix, checkTtl, invalid, lockFailure, ownUpdate } = context.errors
 
-  /** The caller's iterable read once, or the refusal. */
-  const readAll = (op: string, what: string, iterable: unknown): Array<unknown> | KvError => {
-    const read = readIterable(iterable, what)
-    return Array.isArray(read) ? read : new KvError({
-      reason: "InvalidArgument",
-      op,
-      message: `Invalid ${what} for ${op}: ${read.problem}`,
-      ...(read.cause === undefined ? {} : { cause: read.cause })
-    })
-  }
-
-  /** Every key checked, in input order; the first bad one refuses the call. */
-  const checkKeys = (op: string, iterable: unknown): Array<string> | KvError => {
-    const keys = readAll(op, "keys", iterable)
-    if (keys instanceof KvError) return keys
-    for (let i = 0; i < keys.length; i++) {
-      const problem = keyProblem(keys[i])
-      if (problem !== undefined) return invalid(op, keys[i], `Invalid key for ${op} (item ${i}): ${problem}`)
-    }
-    return keys as Array<string>
-  }
-
-  /** Every entry checked (key, then value), in input order; the last value of a key wins, copied. */
-  const checkEntries = (op: string, iterable: unknown): Map<string, Uint8Array> | KvError => {
-    const entries = readAll(op, "entries", iterable)
-    if (entries instanceof KvError) return entries
-    const latest = new Map<string, Uint8Array>()
-    for (let i = 0; i < entries.length; i++) {
-      const entry = readEntry(entries[i])
-      if ("problem" in entry) {
-        return new KvError({
+  /** The caller's iterable read once (bounded, see readBatch.ts), or the refusal. */
+  const readAll = (op: string, what: string, iterable: unknown): Effect.Effect<Array<unknown>, KvError> =>
+    Effect.flatMap(readBatch(iterable, what), (read) =>
+      Array.isArray(read) ? Effect.succeed(read) : Effect.fail(
+        new KvError({
           reason: "InvalidArgument",
           op,
-          message: `Invalid entry for ${op} (item ${i}): ${entry.problem}`,
-          ...(entry.cause === undefined ? {} : { cause: entry.cause })
+          message: `Invalid ${what} for ${op}: ${read.problem}`,
+          ...(read.cause === undefined ? {} : { cause: read.cause })
         })
+      ))
+
+  /** Every key checked, in input order; the first bad one refuses the call. */
+  const checkKeys = (op: string, iterable: unknown): Effect.Effect<Array<string>, KvError> =>
+    Effect.flatMap(readAll(op, "keys", iterable), (keys) => {
+      for (let i = 0; i < keys.length; i++) {
+        const problem = keyProblem(keys[i])
+        if (problem !== undefined) return Effect.fail(invalid(op, keys[i], `Invalid key for ${op} (item ${i}): ${problem}`))
       }
-      const { key, value } = entry
-      const keyBad = keyProblem(key)
-      if (keyBad !== undefined) return invalid(op, key, `Invalid key for ${op} (item ${i}): ${keyBad}`)
-      const valueBad = valueProblem(value)
-      if (valueBad !== undefined) return invalid(op, key, `Invalid value for ${op} (item ${i}): ${valueBad}`)
-      latest.delete(key as string) // keeps the map in order of last appearance
-      latest.set(key as string, value as Uint8Array)
-    }
-    return latest
-  }
+      return Effect.succeed(keys as Array<string>)
+    })
+
+  /** Every entry checked (key, then value), in input order; the last value of a key wins, copied. */
+  const checkEntries = (op: string, iterable: unknown): Effect.Effect<Map<string, Uint8Array>, KvError> =>
+    Effect.flatMap(readAll(op, "entries", iterable), (entries) => {
+      const latest = new Map<string, Uint8Array>()
+      for (let i = 0; i < entries.length; i++) {
+        const entry = readEntry(entries[i])
+        if ("problem" in entry) {
+          return Effect.fail(
+            new KvError({
+              reason: "InvalidArgument",
+              op,
+              message: `Invalid entry for ${op} (item ${i}): ${entry.problem}`,
+              ...(entry.cause === undefined ? {} : { cause: entry.cause })
+            })
+          )
+        }
+        const { key, value } = entry
+        const keyBad = keyProblem(key)
+        if (keyBad !== undefined) return Effect.fail(invalid(op, key, `Invalid key for ${op} (item ${i}): ${keyBad}`))
+        const valueBad = valueProblem(value)
+        if (valueBad !== undefined) return Effect.fail(invalid(op, key, `Invalid value for ${op} (item ${i}): ${valueBad}`))
+        latest.delete(key as string) // keeps the map in order of last appearance
+        latest.set(key as string, value as Uint8Array)
+      }
+      return Effect.succeed(latest)
+    })
 
   const withLocks = <A, E>(sortedKeys: ReadonlyArray<string>, effect: Effect.Effect<A, E>): Effect.Effect<A, E | DriverError> =>
     sortedKeys.reduceRight((inner: Effect.Effect<A, E | DriverError>, key) => lock.withLock(key, inner), effect)
@@ -115,9 +117,7 @@ export const makeBatchOperations = (context: {
       : Effect.forEach(distinct, driver.get, { concurrency: 8 })
 
   const getMany = (keys: Iterable<string>): Effect.Effect<ReadonlyArray<Option.Option<Uint8Array>>, KvError> =>
-    Effect.suspend(() => {
-      const checked = checkKeys("getMany", keys)
-      if (checked instanceof KvError) return Effect.fail(checked)
+    Effect.flatMap(checkKeys("getMany", keys), (checked): Effect.Effect<ReadonlyArray<Option.Option<Uint8Array>>, KvError> => {
       if (checked.length === 0) return Effect.succeed([])
       const distinct = Array.from(new Set(checked))
       const copy = (found: Option.Option<Uint8Array>) => (Option.isSome(found) ? Option.some(copyBytes(found.value)) : found)
@@ -136,9 +136,7 @@ export const makeBatchOperations = (context: {
     entries: Iterable<readonly [string, Uint8Array]>,
     ttl?: Duration.DurationInput
   ): Effect.Effect<void, KvError> =>
-    Effect.suspend(() => {
-      const checked = checkEntries("setMany", entries)
-      if (checked instanceof KvError) return Effect.fail(checked)
+    Effect.flatMap(checkEntries("setMany", entries), (checked) => {
       const millis = checkTtl("setMany", undefined, ttl)
       if (millis instanceof KvError) return Effect.fail(millis)
       if (checked.size === 0) return Effect.void
@@ -161,9 +159,7 @@ export const makeBatchOperations = (context: {
   }
 
   const deleteMany = (keys: Iterable<string>): Effect.Effect<number, KvError> =>
-    Effect.suspend(() => {
-      const checked = checkKeys("deleteMany", keys)
-      if (checked instanceof KvError) return Effect.fail(checked)
+    Effect.flatMap(checkKeys("deleteMany", keys), (checked) => {
       if (checked.length === 0) return Effect.succeed(0)
       const sorted = Array.from(new Set(checked)).sort(compareCodePoints)
       return deleteSorted("deleteMany", sorted).pipe(span("deleteMany", { "kv.keys": sorted.length }))

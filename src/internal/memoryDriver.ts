@@ -20,6 +20,7 @@ import * as Option from "effect/Option"
 import type { Driver, Entry as LiveEntry, Write } from "../KvStore.js"
 import { DriverError } from "../KvStore.js"
 import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "../core/counter.js"
+import { yieldToEventLoop } from "./eventLoop.js"
 import { makeKeyedLock } from "./keyedLock.js"
 import { makeLazyOrderedIndex } from "./orderedIndex.js"
 import type { OrderedIndex } from "./orderedIndex.js"
@@ -42,16 +43,6 @@ const SWEEP_CHECK_EVERY = 256
 const isLive = (entry: Entry, now: number): boolean => entry.expiresAt === undefined || entry.expiresAt > now
 
 const expiryAt = (now: number, ttl: number | undefined): number | undefined => (ttl === undefined ? undefined : now + ttl)
-
-/**
- * Gives the event loop a turn. `Effect.yieldNow` alone is not enough: Effect's
- * scheduler resumes yielded fibers on microtasks for up to 2048 rounds, and
- * timers and I/O would wait for the whole sweep.
- */
-const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
-  const handle = setImmediate(() => resume(Effect.void))
-  return Effect.sync(() => clearImmediate(handle))
-})
 
 export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
   const map = new Map<string, Entry>()
