@@ -393,6 +393,34 @@ export const batchConformance = (
           assert.deepStrictEqual(yield* collect(KvStore.streamKeys(p, { batchSize: 4 })), expected)
         }))
 
+      it.effect("a page of streamEntries holds at most 16 MiB of values; a larger entry comes alone", () =>
+        Effect.gen(function*() {
+          const kv = yield* KvStore.KvStore
+          const p = fresh()
+          const MiB = 1024 * 1024
+          // 1 MiB and 17 MiB pass the bound together: the 17 MiB entry comes alone, between two pages
+          const sizes = [MiB, 17 * MiB, MiB, 0, 10]
+          const keyOf = (i: number) => `${p}${String(i).padStart(2, "0")}`
+          for (const [i, size] of sizes.entries()) yield* kv.set(keyOf(i), new Uint8Array(size).fill(i))
+          for (const batchSize of [undefined, 2]) {
+            const chunks = yield* Effect.map(
+              Stream.runCollect(Stream.chunks(kv.streamEntries(p, batchSize === undefined ? undefined : { batchSize }))),
+              (all) => Chunk.toReadonlyArray(all).map(Chunk.toReadonlyArray)
+            )
+            const pageSizes = chunks.map((chunk) => chunk.map(([, value]) => value.length / MiB))
+            for (const chunk of chunks) {
+              const bytesInPage = chunk.reduce((n, [, value]) => n + value.length, 0)
+              assert.isTrue(chunk.length === 1 || bytesInPage <= 16 * MiB, `a page of ${bytesInPage} bytes: ${JSON.stringify(pageSizes)}`)
+              assert.isAtMost(chunk.length, batchSize ?? 1000)
+            }
+            const entries = chunks.flat()
+            assert.deepStrictEqual(entries.map(([key]) => key), sizes.map((_, i) => keyOf(i)))
+            assert.isTrue(entries.every(([, value], i) => value.length === sizes[i] && (value.length === 0 || value[0] === i)))
+            assert.strictEqual(chunks.filter((chunk) => chunk.some(([, value]) => value.length === 17 * MiB))[0]!.length, 1, JSON.stringify(pageSizes))
+          }
+          yield* kv.deletePrefix(p)
+        }))
+
       it.effect("expired keys are not streamed; values handed out are copies", () =>
         Effect.gen(function*() {
           const kv = yield* KvStore.KvStore

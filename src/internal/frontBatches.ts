@@ -4,7 +4,7 @@
  * of a batch is checked before any I/O; a batch that touches a locked key waits
  * for all its keys' locks, taken in code-point order (or is refused when the
  * caller is inside the update of one of them); streams page by keyset, one page
- * in memory at a time. Shares the single-key front's lock and errors.
+ * in memory at a time, a page of entries bounded in bytes too. Shares the single-key front's lock and errors.
  */
 import * as Chunk from "effect/Chunk"
 import type * as Duration from "effect/Duration"
@@ -18,10 +18,14 @@ import type { Errors } from "./errors.js"
 import { readEntry } from "../core/iterable.js"
 import { compareCodePoints, keyProblem } from "../core/key.js"
 import { copyBytes, valueProblem } from "../core/value.js"
+import { isFinal } from "./finalPage.js"
 import { readBatch } from "./readBatch.js"
 
 /** Keys per page when the front pages on its own (count, deletePrefix) and the default `batchSize`. */
 export const PAGE_SIZE = 1000
+
+/** Bytes of values per page of `streamEntries` at most (a larger entry comes alone). */
+export const MAX_PAGE_BYTES = 16 * 1024 * 1024
 
 export const makeBatchOperations = (context: {
   readonly driver: Driver
@@ -236,10 +240,32 @@ export const makeBatchOperations = (context: {
         )
     })
 
+  /**
+   * How many of `entries` (from the first) fit a page of `MAX_PAGE_BYTES` of
+   * values: the first one however large.
+   */
+  const fitting = (entries: ReadonlyArray<readonly [string, Uint8Array]>): number => {
+    let bytes = 0
+    for (let n = 0; n < entries.length; n++) {
+      bytes += entries[n]![1].length
+      if (n > 0 && bytes > MAX_PAGE_BYTES) return n
+    }
+    return entries.length
+  }
+
+  /**
+   * A page of entries, bounded in count and bytes. A page that passes the
+   * bytes (a driver that ignores `maxBytes`, or the default path) is cut, and
+   * the next page starts after its last entry kept: the rest is read again.
+   */
   const entriesPage = (prefix: string, after: string | undefined, limit: number): Effect.Effect<Page<readonly [string, Uint8Array]>, DriverError> =>
     driver.entriesPage !== undefined
-      ? Effect.map(driver.entriesPage(prefix, after, limit), (entries) =>
-        [entries, entries.length < limit ? undefined : entries[entries.length - 1]![0]] as const)
+      ? Effect.map(driver.entriesPage(prefix, after, limit, MAX_PAGE_BYTES), (entries): Page<readonly [string, Uint8Array]> => {
+        const kept = fitting(entries)
+        if (kept < entries.length) return [entries.slice(0, kept), entries[kept - 1]![0]]
+        // short of `limit` may mean cut by bytes: only the driver's mark (or an empty page) says it is the last
+        return [entries, entries.length === 0 || isFinal(entries) ? undefined : entries[entries.length - 1]![0]]
+      })
       // keys gone between the two reads are left out; the next page still starts after the last key listed
       : Effect.flatMap(driver.keysPage(prefix, after, limit), (keys) =>
         keys.length === 0 ? Effect.succeed<Page<readonly [string, Uint8Array]>>([[], undefined]) : Effect.map(driverGetMany(keys), (values): Page<readonly [string, Uint8Array]> => {
@@ -248,7 +274,8 @@ export const makeBatchOperations = (context: {
             const found = values[i]!
             if (Option.isSome(found)) entries.push([keys[i]!, found.value])
           }
-          return [entries, lastIfFull(keys, limit)]
+          const kept = fitting(entries)
+          return kept < entries.length ? [entries.slice(0, kept), entries[kept - 1]![0]] : [entries, lastIfFull(keys, limit)]
         }))
 
   const streamKeys = (prefix: string, options?: StreamOptions): Stream.Stream<string, KvError> =>

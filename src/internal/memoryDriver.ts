@@ -21,6 +21,7 @@ import type { Driver, Entry as LiveEntry, Write } from "../KvStore.js"
 import { DriverError } from "../KvStore.js"
 import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "../core/counter.js"
 import { yieldToEventLoop } from "./eventLoop.js"
+import { markFinal } from "./finalPage.js"
 import { makeKeyedLock } from "./keyedLock.js"
 import { makeLazyOrderedIndex } from "./orderedIndex.js"
 import type { OrderedIndex } from "./orderedIndex.js"
@@ -240,8 +241,25 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
         return found
       }),
     keysPage: (prefix, after, limit) => listing((ordered, now) => livePage(ordered, prefix, after, limit, now, (key) => key)),
-    entriesPage: (prefix, after, limit) =>
-      listing((ordered, now) => livePage(ordered, prefix, after, limit, now, (key, entry) => [key, entry.value] as const)),
+    entriesPage: (prefix, after, limit, maxBytes = Infinity) =>
+      listing((ordered, now) => {
+        const page: Array<readonly [string, Uint8Array]> = []
+        let bytes = 0
+        let more = false
+        ordered.scan(prefix, after, (key) => {
+          const entry = map.get(key)!
+          if (!isLive(entry, now)) return true
+          bytes += entry.value.length
+          // the first entry comes however large; a later one that passes the bound waits for the next page
+          if (page.length === limit || (page.length > 0 && bytes > maxBytes)) {
+            more = true
+            return false
+          }
+          page.push([key, entry.value])
+          return true
+        })
+        return more ? page : markFinal(page)
+      }),
     count: (prefix) =>
       prefix === ""
         ? read((now) => {
