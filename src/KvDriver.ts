@@ -131,12 +131,21 @@ export interface Driver {
     after: string | undefined,
     limit: number
   ) => Effect.Effect<ReadonlyArray<string>, DriverError>
-  /** Like `keysPage`, with the values; by default `keysPage` then `getMany` (keys gone meanwhile are left out). */
+  /**
+   * Like `keysPage`, with the values; by default `keysPage` then `getMany`
+   * (keys gone meanwhile are left out). With `maxBytes` (the front passes
+   * 16 MiB) the page also holds at most that many bytes of values, except
+   * that its first entry comes however large: fewer than `limit` entries then
+   * also when the next entry would pass the bound, and the front asks for the
+   * page after it. A driver that ignores `maxBytes` still works (the front
+   * splits its pages, at the cost of holding them whole).
+   */
   readonly entriesPage?:
     | ((
       prefix: string,
       after: string | undefined,
-      limit: number
+      limit: number,
+      maxBytes?: number
     ) => Effect.Effect<ReadonlyArray<readonly [string, Uint8Array]>, DriverError>)
     | undefined
   /** Distinct keys (at least one) → one answer per key, in the same order. */

@@ -14,6 +14,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { bridgeOptions } from "./internal/options.js"
 import * as KvStore from "./KvStore.js"
+import { describeKind } from "./core/describe.js"
 
 /**
  * Options of `make` and `layer`. An unknown name or a value of the wrong type
@@ -83,16 +84,35 @@ export const make = (store: KvStore.Service, options?: Options): KeyValueStore.K
 
 const makeFor = (where: string, kvStore: KvStore.Service, options: Options | undefined): KeyValueStore.KeyValueStore => {
   const { prefix, store } = bridgeOptions(where, kvStore, options, "")
-  const full = (key: string) => `${prefix}${key}`
   const fail = (method: string, key?: string) => Effect.mapError(toPlatformError(method, key))
 
-  const getBytes = (method: string, key: string) =>
-    store.getOption(full(key)).pipe(fail(method, key))
+  /**
+   * Runs `f` on the full key once `key` is known to be a string: plain
+   * JavaScript's `get(42)` is refused, never turned into the key `"app/42"`.
+   */
+  const keyed = <A>(
+    method: string,
+    key: string,
+    f: (full: string) => Effect.Effect<A, KvStore.KvError>
+  ): Effect.Effect<A, PlatformError.PlatformError> =>
+    Effect.suspend(() =>
+      typeof key === "string"
+        ? f(prefix + key).pipe(fail(method, key))
+        : Effect.fail(
+          new PlatformError.BadArgument({
+            module: "KeyValueStore",
+            method,
+            description: `Invalid key for ${method}: expected a string, got ${describeKind(key)}`
+          })
+        )
+    )
+
+  const getBytes = (method: string, key: string) => keyed(method, key, (fullKey) => store.getOption(fullKey))
 
   const modifyBytes = <A>(method: string, key: string, f: (current: Uint8Array) => readonly [Uint8Array, A]) =>
-    Effect.suspend(() => {
+    keyed(method, key, (fullKey) => {
       let result: Option.Option<A> = Option.none()
-      return store.update(full(key), (current) => {
+      return store.update(fullKey, (current) => {
         if (Option.isNone(current)) return Effect.fail(new Missing())
         return Effect.sync(() => {
           const [bytes, value] = f(current.value)
@@ -101,17 +121,16 @@ const makeFor = (where: string, kvStore: KvStore.Service, options: Options | und
         })
       }).pipe(
         Effect.map(() => result),
-        Effect.catchIf((error): error is Missing => error instanceof Missing, () => Effect.succeedNone),
-        fail(method, key)
+        Effect.catchIf((error): error is Missing => error instanceof Missing, () => Effect.succeedNone)
       )
     })
 
   return KeyValueStore.make({
     get: (key) => Effect.map(getBytes("get", key), Option.map(bytesToString)),
     getUint8Array: (key) => getBytes("getUint8Array", key),
-    set: (key, value) => Effect.suspend(() => store.set(full(key), toBytes(value))).pipe(fail("set", key)),
-    remove: (key) => store.delete(full(key)).pipe(Effect.asVoid, fail("remove", key)),
-    has: (key) => store.has(full(key)).pipe(fail("has", key)),
+    set: (key, value) => keyed("set", key, (fullKey) => store.set(fullKey, toBytes(value))),
+    remove: (key) => keyed("remove", key, (fullKey) => Effect.asVoid(store.delete(fullKey))),
+    has: (key) => keyed("has", key, (fullKey) => store.has(fullKey)),
     clear: store.deletePrefix(prefix).pipe(Effect.asVoid, fail("clear")),
     size: store.count(prefix).pipe(fail("size")),
     modify: (key, f) =>

@@ -104,7 +104,11 @@ export interface Service {
    * the whole stream appears exactly once; never a duplicate, never a step back.
    */
   streamKeys(prefix: string, options?: StreamOptions): Stream.Stream<string, KvError>
-  /** Like `streamKeys`, with each key's value. */
+  /**
+   * Like `streamKeys`, with each key's value. A page (a chunk of the stream)
+   * holds at most `batchSize` entries and at most 16 MiB of values; an entry
+   * larger than that comes in a page of its own.
+   */
   streamEntries(prefix: string, options?: StreamOptions): Stream.Stream<readonly [key: string, value: Uint8Array], KvError>
 }
 

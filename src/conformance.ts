@@ -1041,6 +1041,65 @@ export const conformance = (
         }))
     })
 
+    describe("deadlocks", () => {
+      /** Appends `tag` to the key's text. */
+      const append = (tag: string) => (current: Option.Option<Uint8Array>) =>
+        Effect.succeed(bytes(Option.match(current, { onNone: () => "", onSome: text }) + tag))
+
+      /**
+       * Fiber i updates keys[i] and, once every fiber holds its key, keys[i + 1]
+       * (mod n) inside: nested updates taking the keys in a cycle. Every write
+       * appends the fiber's number. The fibers' exits.
+       */
+      const crossedUpdates = (keys: ReadonlyArray<string>) =>
+        Effect.gen(function*() {
+          const holding = yield* Effect.forEach(keys, () => Deferred.make<void>())
+          const allHolding = Effect.forEach(holding, Deferred.await, { discard: true })
+          const fibers = yield* Effect.forEach(keys, (key, i) =>
+            Effect.fork(KvStore.update(key, (current) =>
+              Deferred.succeed(holding[i]!, undefined).pipe(
+                Effect.zipRight(allHolding),
+                Effect.zipRight(KvStore.update(keys[(i + 1) % keys.length]!, append(String(i)))),
+                Effect.zipRight(append(String(i))(current))
+              ))))
+          return yield* within(10_000, "nested updates taking keys in a cycle (deadlock?)", Effect.forEach(fibers, Fiber.await))
+        })
+
+      for (const size of [2, 3]) {
+        it.effect(`nested updates of ${size} keys in a cycle: exactly one fails with a deadlock and writes nothing, the others complete`, () =>
+          Effect.gen(function*() {
+            const prefix = freshPrefix()
+            const keys = Array.from({ length: size }, (_, i) => `${prefix}${String.fromCharCode(97 + i)}`)
+            const exits = yield* crossedUpdates(keys)
+            const failed = exits.flatMap((exit, i) => (Exit.isFailure(exit) ? [i] : []))
+            assert.strictEqual(
+              failed.length,
+              1,
+              `expected one failure, got ${failed.length}: ${exits.map((exit) => Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "ok").join("; ")}`
+            )
+            const loser = failed[0]!
+            const failure = Cause.failureOption((exits[loser] as Exit.Failure<unknown, unknown>).cause)
+            assert.isTrue(Option.isSome(failure), "the deadlock is a typed failure")
+            const error = Option.getOrThrow(failure)
+            assertKvError(error, "update", "Backend")
+            const e = error as KvStore.KvError
+            assert.include(e.message, "deadlock")
+            assert.include(e.message, "update")
+            assert.strictEqual(e.key, keys[(loser + 1) % size], e.message)
+            // key k is written by fiber k (outside) and fiber k − 1 (inside): the loser's writes are nowhere
+            for (const [k, key] of keys.entries()) {
+              const writers = [k, (k - 1 + size) % size].filter((i) => i !== loser).map(String).sort()
+              const stored = yield* read(key)
+              assert.deepStrictEqual(Array.from(stored ?? "").sort(), writers, `${key}: ${stored}`)
+            }
+            // nothing is left locked
+            for (const key of keys) {
+              yield* within(5_000, "update after the deadlock", KvStore.update(key, () => Effect.succeed(bytes("free"))))
+            }
+          }))
+      }
+    })
+
     describe("forked fibers and the same-key guard", () => {
       const forks = [["fork", Effect.fork], ["forkDaemon", Effect.forkDaemon]] as const
       const writes = ["set", "update", "delete", "increment"] as const

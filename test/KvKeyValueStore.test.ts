@@ -114,6 +114,35 @@ for (const backend of backends("kvs")) {
         assert.instanceOf(error?.cause, KvStore.KvError)
       }))
 
+    it.effect("a key that is not a string is refused with BadArgument, never converted (\"app/42\")", () =>
+      Effect.gen(function*() {
+        const store = yield* KvStore.KvStore
+        const prefix = freshPrefix("kvs")
+        const kv = yield* kvs(prefix)
+        yield* kv.set("42", "the string key")
+        const calls: ReadonlyArray<readonly [string, (key: string) => Effect.Effect<unknown, PlatformError.PlatformError>]> = [
+          ["get", (key) => kv.get(key)],
+          ["getUint8Array", (key) => kv.getUint8Array(key)],
+          ["set", (key) => kv.set(key, "x")],
+          ["remove", (key) => kv.remove(key)],
+          ["has", (key) => kv.has(key)],
+          ["modify", (key) => kv.modify(key, () => "x")],
+          ["modifyUint8Array", (key) => kv.modifyUint8Array(key, () => encoder.encode("x"))]
+        ]
+        const badKeys: ReadonlyArray<unknown> = [42, undefined, null, Symbol("k"), { toString: () => "42" }, ["42"], 42n]
+        for (const [method, call] of calls) {
+          for (const key of badKeys) {
+            const exit = yield* Effect.exit(call(key as string))
+            const error = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+            assert.instanceOf(error, PlatformError.BadArgument, `${method}(${typeof key}) did not fail with BadArgument`)
+            assert.strictEqual(error?.method, method)
+          }
+        }
+        // nothing written, and the string key "42" untouched
+        assert.deepStrictEqual(yield* store.keys(prefix), [`${prefix}42`])
+        assert.deepStrictEqual(yield* kv.get("42"), Option.some("the string key"))
+      }))
+
     it.effect("forSchema of the KeyValueStore works", () =>
       Effect.gen(function*() {
         const kv = yield* kvs(freshPrefix("kvs"))

@@ -11,6 +11,7 @@ import { compareCodePoints, keyProblem, prefixProblem, utf8Length } from "../src
 import { makeKeyedLock } from "../src/internal/keyedLock.js"
 import { decodeDuration } from "../src/internal/ttl.js"
 import { MAX_VALUE_BYTES, valueProblem } from "../src/core/value.js"
+import type { DriverError } from "../src/KvStore.js"
 
 /** A test label for any input, without converting it (some inputs throw when converted). */
 const label = (input: unknown): string => {
@@ -316,7 +317,7 @@ describe("keyedLock", () => {
       const order: Array<number> = []
       const holder = yield* Effect.fork(lock.withLock("k", Deferred.await(release)))
       yield* settle
-      const waiters: Array<Fiber.RuntimeFiber<void>> = []
+      const waiters: Array<Fiber.RuntimeFiber<void, DriverError>> = []
       for (const i of [1, 2, 3, 4, 5]) {
         waiters.push(yield* Effect.fork(lock.withLock("k", Effect.zipRight(Effect.yieldNow(), Effect.sync(() => {
           order.push(i)

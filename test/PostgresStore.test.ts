@@ -9,6 +9,7 @@ import { PgClient } from "@effect/sql-pg"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -18,11 +19,13 @@ import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Stream from "effect/Stream"
 import { randomUUID } from "node:crypto"
 import { inject } from "vitest"
 import * as KvStore from "../src/KvStore.js"
 import { keyHash } from "../src/core/hash.js"
 import { prefixUpperBound } from "../src/core/postgresSql.js"
+import { makeDriver } from "../src/internal/postgres/driver.js"
 import { statementsFor } from "../src/internal/postgres/store.js"
 import * as PostgresStore from "../src/PostgresStore.js"
 import { conformance } from "./conformance.js"
@@ -177,6 +180,37 @@ describe("PostgresStore", () => {
         assert.strictEqual(text(yield* a.get(key)), "s")
       }))
 
+    it.scoped("nested updates in opposite orders on two instances: PostgreSQL's detector ends it with KvError \"deadlock\"; the other completes", () =>
+      Effect.gen(function*() {
+        const table = freshTable("deadlock")
+        const [one, two] = yield* Effect.all([instance({ table }), instance({ table })])
+        const holding = [yield* Deferred.make<void>(), yield* Deferred.make<void>()] as const
+        const both = Effect.zipRight(Deferred.await(holding[0]), Deferred.await(holding[1]))
+        const crossed = (store: KvStore.Service, i: 0 | 1, outer: string, inner: string) =>
+          store.update(outer, () =>
+            Deferred.succeed(holding[i], undefined).pipe(
+              Effect.zipRight(both),
+              Effect.zipRight(store.update(inner, () => Effect.succeed(bytes(String(i))))),
+              Effect.as(bytes(String(i)))
+            ))
+        const fibers = [yield* Effect.fork(crossed(one, 0, "a", "b")), yield* Effect.fork(crossed(two, 1, "b", "a"))]
+        // PostgreSQL checks for deadlocks after deadlock_timeout (1 s by default)
+        const exits = yield* Effect.timeoutFail(Effect.forEach(fibers, Fiber.await), {
+          duration: "20 seconds",
+          onTimeout: () => new Error("nested updates on two instances waited for each other (deadlock)")
+        })
+        const failed = exits.flatMap((exit, i) => (Exit.isFailure(exit) ? [i] : []))
+        assert.strictEqual(failed.length, 1, exits.map((exit) => (Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "ok")).join("; "))
+        const loser = failed[0]!
+        expectKvError(exits[loser]!, "update", "Backend")
+        const error = Option.getOrThrow(Cause.failureOption((exits[loser] as Exit.Failure<unknown, KvStore.KvError>).cause))
+        assert.include(error.message, "deadlock")
+        // the winner wrote both keys; the loser nothing
+        const winner = String(1 - loser)
+        assert.strictEqual(text(yield* one.get("a")), winner)
+        assert.strictEqual(text(yield* one.get("b")), winner)
+      }))
+
     it.scoped("concurrent layer builds create one table without failing", () =>
       Effect.gen(function*() {
         const table = freshTable("race")
@@ -250,6 +284,44 @@ describe("PostgresStore", () => {
         const store = yield* instance({ schema, table: "select" })
         yield* store.set("k", bytes("v"))
         assert.strictEqual(text(yield* store.get("k")), "v")
+      }))
+  })
+
+  describe("streamEntries is bounded in bytes", () => {
+    it.scoped("8 MiB values: the statement itself stops at 16 MiB (2 values a page), and a stream's pages follow it", () =>
+      Effect.gen(function*() {
+        const table = freshTable("bigpages")
+        const store = yield* instance({ table })
+        const sql = yield* admin
+        const MiB = 1024 * 1024
+        const count = 6
+        // the values made by the server: nothing this big crosses the wire to write them
+        yield* sql.unsafe(
+          `INSERT INTO ${table} (key_hash, key, value) SELECT 0, 'big/' || lpad(i::text, 2, '0'), ` +
+            `convert_to(repeat(chr(64 + i), ${8 * MiB}), 'UTF8') FROM generate_series(1, ${count}) AS i`
+        )
+        // the driver alone, as the front calls it: the cut is made in SQL, not after reading
+        const driver = makeDriver(sql, statementsFor({ table }))
+        const pages: Array<number> = []
+        let after: string | undefined = undefined
+        for (;;) {
+          const page: ReadonlyArray<readonly [string, Uint8Array]> = yield* driver.entriesPage!("big/", after, 1000, 16 * MiB)
+          if (page.length === 0) break
+          pages.push(page.length)
+          after = page[page.length - 1]![0]
+          if (page.length < 2) break
+        }
+        assert.deepStrictEqual(pages, [2, 2, 2])
+        const heapBefore = process.memoryUsage().heapUsed
+        let peak = 0
+        const chunks = yield* Stream.runCollect(Stream.mapChunks(store.streamEntries("big/"), (chunk) => {
+          peak = Math.max(peak, process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers)
+          return Chunk.of(Chunk.toReadonlyArray(chunk).map(([key, value]) => [key, value.length] as const))
+        }))
+        const sizes = Chunk.toReadonlyArray(chunks).map((page) => page.map(([, size]) => size / MiB))
+        assert.deepStrictEqual(sizes, [[8, 8], [8, 8], [8, 8]])
+        // informative only (a loaded machine's heap is no assertion): the peak stays near two pages
+        console.log(`streaming ${count} × 8 MiB: heap + buffers peaked ${((peak - heapBefore) / MiB).toFixed(0)} MiB above the start`)
       }))
   })
 

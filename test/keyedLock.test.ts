@@ -7,7 +7,11 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import { makeKeyedLock } from "../src/internal/keyedLock.js"
+import * as Cause from "effect/Cause"
+import * as Option from "effect/Option"
+import { DriverError } from "../src/KvStore.js"
+import { Deadlock, makeKeyedLock } from "../src/internal/keyedLock.js"
+import type { KeyedLock } from "../src/internal/keyedLock.js"
 
 describe("keyedLock holds", () => {
   it.effect("nested holds: inside A, then inside A and B, then inside A again; nothing once both end", () =>
@@ -85,5 +89,174 @@ describe("keyedLock holds", () => {
       assert.isTrue(yield* Fiber.join(waiter))
       assert.isFalse(lock.isLocked("A"))
       assert.deepStrictEqual(yield* lock.keysHeldByCurrentFiber, [])
+    }))
+})
+
+describe("keyedLock deadlocks", () => {
+  /** The `Deadlock` a lock wait was refused with, or undefined when the exit is not such a refusal. */
+  const deadlockOf = (exit: Exit.Exit<unknown, unknown>): Deadlock | undefined => {
+    if (Exit.isSuccess(exit)) return undefined
+    const failure = Cause.failureOption(exit.cause)
+    if (Option.isNone(failure) || !(failure.value instanceof DriverError)) return undefined
+    return failure.value.cause instanceof Deadlock ? failure.value.cause : undefined
+  }
+
+  /**
+   * Fiber i holds keys[i] and, once every fiber holds its key, waits for
+   * keys[i + 1] (mod n): a cycle. Each records what it did inside.
+   */
+  const cycle = (lock: KeyedLock, keys: ReadonlyArray<string>) =>
+    Effect.gen(function*() {
+      const holding = yield* Effect.forEach(keys, () => Deferred.make<void>())
+      const done: Array<string> = []
+      const fibers = yield* Effect.forEach(keys, (key, i) =>
+        Effect.fork(lock.withLock(
+          key,
+          Deferred.succeed(holding[i]!, undefined).pipe(
+            Effect.zipRight(Effect.forEach(holding, Deferred.await, { discard: true })),
+            Effect.zipRight(lock.withLock(keys[(i + 1) % keys.length]!, Effect.sync(() => done.push(key))))
+          )
+        )))
+      const exits = yield* Effect.forEach(fibers, Fiber.await)
+      return { exits, done }
+    })
+
+  for (const keys of [["A", "B"], ["A", "B", "C"], ["A", "B", "C", "D", "E"]]) {
+    it.live(`a cycle of ${keys.length}: the fiber that would close it fails at once, naming the cycle; the others go on`, () =>
+      Effect.gen(function*() {
+        const lock = makeKeyedLock()
+        const { done, exits } = yield* Effect.timeoutFail(cycle(lock, keys), {
+          duration: "5 seconds",
+          onTimeout: () => new Error("the cycle was not broken (deadlock)")
+        })
+        const refused = exits.flatMap((exit, i) => (deadlockOf(exit) === undefined ? [] : [i]))
+        assert.strictEqual(refused.length, 1, `refused: ${refused}`)
+        const loser = refused[0]!
+        for (const [i, exit] of exits.entries()) if (i !== loser) assert.isTrue(Exit.isSuccess(exit))
+        const deadlock = deadlockOf(exits[loser]!)!
+        const waited = keys[(loser + 1) % keys.length]!
+        assert.strictEqual(deadlock.key, waited)
+        // from the key it waited for round to its own
+        assert.deepStrictEqual(deadlock.chain, Array.from(keys, (_, j) => keys[(loser + 1 + j) % keys.length]!))
+        assert.include(deadlock.message, "would deadlock")
+        assert.strictEqual(done.length, keys.length - 1)
+        assert.notInclude(done, keys[loser])
+        for (const key of keys) assert.isFalse(lock.isLocked(key))
+      }))
+  }
+
+  it.live("a chain that is no cycle waits; so does a fiber that holds nothing", () =>
+    Effect.gen(function*() {
+      const lock = makeKeyedLock()
+      const holdingB = yield* Deferred.make<void>()
+      const releaseB = yield* Deferred.make<void>()
+      // X holds B until released; Y holds A and waits for B; Z holds nothing and waits for A
+      const x = yield* Effect.fork(lock.withLock("B", Effect.zipRight(Deferred.succeed(holdingB, undefined), Deferred.await(releaseB))))
+      yield* Deferred.await(holdingB)
+      const holdingA = yield* Deferred.make<void>()
+      const y = yield* Effect.fork(lock.withLock("A", Effect.zipRight(Deferred.succeed(holdingA, undefined), lock.withLock("B", Effect.void))))
+      yield* Deferred.await(holdingA)
+      const z = yield* Effect.fork(lock.withLock("A", Effect.void))
+      for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+      assert.isTrue(Option.isNone(yield* Fiber.poll(y)))
+      assert.isTrue(Option.isNone(yield* Fiber.poll(z)))
+      yield* Deferred.succeed(releaseB, undefined)
+      for (const fiber of [x, y, z]) assert.isTrue(Exit.isSuccess(yield* Fiber.await(fiber)))
+    }))
+
+  it.live("a wait given up (interrupted) leaves no edge behind: the holder that gave up is waited for, no deadlock", () =>
+    // releasing A however the test ends: Y holds it uninterruptibly until then
+    Effect.flatMap(Deferred.make<void>(), (releaseA) =>
+    Effect.gen(function*() {
+      const lock = makeKeyedLock()
+      const holdingB = yield* Deferred.make<void>()
+      const xMayGo = yield* Deferred.make<void>()
+      const yGaveUp = yield* Deferred.make<void>()
+      // X holds B and, later, wants A
+      const x = yield* Effect.fork(lock.withLock(
+        "B",
+        Deferred.succeed(holdingB, undefined).pipe(
+          Effect.zipRight(Deferred.await(xMayGo)),
+          Effect.zipRight(lock.withLock("A", Effect.void))
+        )
+      ))
+      yield* Deferred.await(holdingB)
+      // Y holds A (uninterruptibly), waits for B interruptibly, is interrupted there and keeps holding A
+      const yWaits = yield* Deferred.make<void>()
+      const y = yield* Effect.fork(Effect.uninterruptible(lock.withLock(
+        "A",
+        Deferred.succeed(yWaits, undefined).pipe(
+          Effect.zipRight(Effect.exit(Effect.interruptible(lock.withLock("B", Effect.void)))),
+          Effect.zipRight(Deferred.succeed(yGaveUp, undefined)),
+          Effect.zipRight(Deferred.await(releaseA))
+        )
+      )))
+      yield* Deferred.await(yWaits)
+      for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+      yield* Fiber.interruptFork(y)
+      yield* Deferred.await(yGaveUp)
+      yield* Deferred.succeed(xMayGo, undefined)
+      for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+      assert.isTrue(Option.isNone(yield* Fiber.poll(x)), "X did not wait for A")
+      yield* Deferred.succeed(releaseA, undefined)
+      const exit = yield* Fiber.await(x)
+      assert.isTrue(Exit.isSuccess(exit), Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "")
+      yield* Fiber.await(y)
+      assert.isFalse(lock.isLocked("A"))
+    }).pipe(Effect.ensuring(Deferred.succeed(releaseA, undefined)))))
+
+  it.live("a wait that ended with the lock leaves no edge behind", () =>
+    Effect.flatMap(Deferred.make<void>(), (releaseA) =>
+      Effect.gen(function*() {
+        const lock = makeKeyedLock()
+        const holdingB = yield* Deferred.make<void>()
+        const releaseB = yield* Deferred.make<void>()
+        const w = yield* Effect.fork(lock.withLock("B", Effect.zipRight(Deferred.succeed(holdingB, undefined), Deferred.await(releaseB))))
+        yield* Deferred.await(holdingB)
+        // Y holds A, waits for B until W is done, uses it, releases it and keeps A
+        const yDoneWithB = yield* Deferred.make<void>()
+        const y = yield* Effect.fork(lock.withLock(
+          "A",
+          lock.withLock("B", Effect.void).pipe(
+            Effect.zipRight(Deferred.succeed(yDoneWithB, undefined)),
+            Effect.zipRight(Deferred.await(releaseA))
+          )
+        ))
+        for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+        // X queues for B after Y (the same lock, handed on), then wants A: by then Y waits for nothing
+        const x = yield* Effect.fork(lock.withLock("B", lock.withLock("A", Effect.void)))
+        for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+        yield* Deferred.succeed(releaseB, undefined)
+        yield* Deferred.await(yDoneWithB)
+        for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+        assert.isTrue(Option.isNone(yield* Fiber.poll(x)), "X did not wait for A")
+        yield* Deferred.succeed(releaseA, undefined)
+        for (const fiber of [w, x, y]) {
+          const exit = yield* Fiber.await(fiber)
+          assert.isTrue(Exit.isSuccess(exit), Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "")
+        }
+      }).pipe(Effect.ensuring(Deferred.succeed(releaseA, undefined)))))
+
+  it.effect("waiting for a key the fiber holds itself is refused, not a wait forever", () =>
+    Effect.gen(function*() {
+      const lock = makeKeyedLock()
+      const exit = yield* Effect.exit(lock.withLock("A", lock.withLock("A", Effect.void)))
+      const deadlock = deadlockOf(exit)
+      assert.isDefined(deadlock)
+      assert.deepStrictEqual(deadlock!.chain, ["A"])
+      assert.isFalse(lock.isLocked("A"))
+    }))
+
+  it.live("the cycle passes through two lock instances (a driver's and the front's)", () =>
+    Effect.gen(function*() {
+      const first = makeKeyedLock()
+      const second = makeKeyedLock()
+      const holding = [yield* Deferred.make<void>(), yield* Deferred.make<void>()] as const
+      const both = Effect.zipRight(Deferred.await(holding[0]), Deferred.await(holding[1]))
+      const a = yield* Effect.fork(first.withLock("A", Deferred.succeed(holding[0], undefined).pipe(Effect.zipRight(both), Effect.zipRight(second.withLock("B", Effect.void)))))
+      const b = yield* Effect.fork(second.withLock("B", Deferred.succeed(holding[1], undefined).pipe(Effect.zipRight(both), Effect.zipRight(first.withLock("A", Effect.void)))))
+      const exits = [yield* Fiber.await(a), yield* Fiber.await(b)]
+      assert.strictEqual(exits.filter((exit) => deadlockOf(exit) !== undefined).length, 1)
+      assert.strictEqual(exits.filter(Exit.isSuccess).length, 1)
     }))
 })

@@ -165,7 +165,11 @@ export interface RangedStatements {
   readonly count: string
   /** $next key after (`""`: from the start), $next+1 limit → key */
   readonly keysPage: string
-  /** $next after, $next+1 limit → key, value, size */
+  /**
+   * $next after, $next+1 limit, $next+2 max bytes → key, value, size, seen: the next `limit` live
+   * entries cut where their values pass `max bytes` (the first one however large); values past the
+   * cut are never read. `seen` entries were looked at: fewer rows than that means cut by bytes.
+   */
   readonly entriesPage: string
   /**
    * $next after, $next+1 limit → seen, last, n: takes the locks of the next `limit` live keys in key_hash
@@ -363,7 +367,12 @@ const ranged = (t: string, safeValue: string, withUpper: boolean): RangedStateme
     next,
     count: `SELECT count(*)::bigint AS n FROM ${t} WHERE ${range} AND ${live("now()")}`,
     keysPage: page("key"),
-    entriesPage: page(`key, ${safeValue}`),
+    // The window functions see each value's size without reading the value (octet_length of a
+    // TOASTed bytea reads its header); only the rows kept by the outer WHERE send their values.
+    entriesPage: `SELECT key, ${safeValue}, seen FROM (` +
+      `SELECT key, value, row_number() OVER w AS n, sum(octet_length(value)) OVER w AS running, count(*) OVER () AS seen ` +
+      `FROM (${page("key, value")}) p WINDOW w AS (ORDER BY key COLLATE "C" ROWS UNBOUNDED PRECEDING)` +
+      `) w WHERE n = 1 OR running <= $${next + 2}::bigint ORDER BY key COLLATE "C"`,
     // The DELETE's snapshot predates the lock wait, but a row changed meanwhile is re-read at its latest
     // version (and re-checked) before it is deleted. The locks' subquery gates the DELETE (a one-time
     // filter), so no row is touched before every lock of the batch is held.

@@ -120,6 +120,7 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
     fromDriver,
     fromDriverCause,
     invalid,
+    lockFailure,
     notFound,
     ownUpdate,
     quoted
@@ -133,7 +134,7 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
    * when the front does the waiting. Nothing is paid unless the key is locked.
    */
   const write = <A, E>(op: string, key: string, effect: Effect.Effect<A, E>): Effect.Effect<A, E | KvError> =>
-    guard(op, key, frontWaits ? lock.withLock(key, effect) : effect, effect)
+    guard<A, E | KvError, never>(op, key, frontWaits ? lockFailure(op, key, lock.withLock(key, effect)) : effect, effect)
 
   /** `whenLocked` unless the caller is inside the update holding `key`; `effect` when nobody holds it. */
   const guard = <A, E, R>(

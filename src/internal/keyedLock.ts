@@ -12,15 +12,49 @@
  * hold inherit, so `heldByCurrentFiber` can tell a write that comes from inside
  * the holder (it could never proceed: refuse it) from any other writer (wait).
  * A hold that has ended no longer counts, also for fibers forked during it.
+ *
+ * Deadlocks end: a fiber that holds a lock and is about to wait for another
+ * first follows the wait-for chain — the other lock's holder, the lock that
+ * holder waits for, its holder, and so on. When the chain comes back to the
+ * fiber itself, waiting would never end, so it fails at once with a
+ * `DriverError` (`Backend`) whose cause is a `Deadlock` naming the keys; the
+ * fibers of the cycle that waited first go on once its holds end. The check
+ * runs only when the key is locked and the fiber holds a lock, so the
+ * uncontended path pays nothing. It sees the waits of this process's locks
+ * only (any instance of `makeKeyedLock`): a fiber blocked elsewhere (joining
+ * a child, on a database lock) ends the chain, and such a cycle is not seen.
  */
+import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import { globalValue } from "effect/GlobalValue"
+import { DriverError } from "../KvDriver.js"
 import { matchCause } from "./matchCause.js"
+
+/**
+ * Why a wait was refused: `key` is the lock the fiber would have waited for;
+ * `chain` the keys along the cycle, from `key` to the one the fiber itself
+ * holds (each held by a fiber that waits for the next).
+ */
+export class Deadlock extends Data.TaggedError("Deadlock")<{
+  readonly key: string
+  readonly chain: ReadonlyArray<string>
+  readonly message: string
+}> {}
+
+/** The cycle of a `Deadlock` in words, each key as `name` shows it (e.g. quoted, or redacted). */
+export const describeCycle = (chain: ReadonlyArray<string>, name: (key: string) => string): string =>
+  chain.length === 1
+    ? "this fiber holds it already"
+    : `it is held by ${
+      chain.slice(1).map((next) => `a fiber that waits for key ${name(next)}`).join(", held by ")
+    }, which this fiber holds`
 
 /** One hold of a lock; `next` links the holds the fiber was already inside. */
 interface Hold {
   readonly key: string
+  /** The cell of the fiber that holds it: where the wait-for check finds what that fiber waits for. */
+  readonly cell: Holds
   readonly next: Hold | undefined
 }
 
@@ -28,9 +62,12 @@ interface Waiter {
   /** Set when the lock is handed to this waiter: from then on it owns the lock. */
   granted: boolean
   resume: ((effect: Effect.Effect<void>) => void) | undefined
+  /** The waiting fiber's cell when it holds locks (then others' wait-for checks may pass through it). */
+  readonly cell: Holds | undefined
 }
 
 interface Lock {
+  readonly key: string
   readonly waiters: Array<Waiter>
   /** The hold running now; `undefined` between a hand-over and the next hold's start. */
   holder: Hold | undefined
@@ -48,15 +85,20 @@ interface Lock {
 interface Holds {
   readonly owner: object | undefined
   holds: Hold | undefined
+  /** The lock the owner waits for while it holds others: an edge of the wait-for graph. */
+  waitingFor: Lock | undefined
 }
 
-const NO_HOLDS: Holds = { owner: undefined, holds: undefined }
+const NO_HOLDS: Holds = { owner: undefined, holds: undefined, waitingFor: undefined }
+
+/** Hops of the wait-for chain followed at most: a longer chain is a cycle elsewhere, not through this fiber. */
+const MAX_CHAIN = 10_000
 
 const currentHolds = globalValue(
-  "effect-kv/internal/keyedLock/currentHolds/2",
+  "effect-kv/internal/keyedLock/currentHolds/3",
   () =>
     FiberRef.unsafeMake<Holds>(NO_HOLDS, {
-      fork: (cell) => (cell.owner === undefined ? cell : { owner: undefined, holds: cell.holds }),
+      fork: (cell) => (cell.owner === undefined ? cell : { owner: undefined, holds: cell.holds, waitingFor: undefined }),
       join: (parent) => parent
     })
 )
@@ -76,8 +118,12 @@ export interface KeyedLock {
   readonly heldByCurrentFiber: (key: string) => Effect.Effect<boolean>
   /** The keys whose running holds the current fiber is inside (for writes that cannot name their keys up front). */
   readonly keysHeldByCurrentFiber: Effect.Effect<ReadonlyArray<string>>
-  /** Runs `effect` holding the lock of `key`, waiting interruptibly; interruption never leaves a lock behind. */
-  readonly withLock: <A, E, R>(key: string, effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /**
+   * Runs `effect` holding the lock of `key`, waiting interruptibly; interruption
+   * never leaves a lock behind. Fails with a `DriverError` (`Backend`, its cause
+   * a `Deadlock`) instead of waiting when the wait would close a cycle.
+   */
+  readonly withLock: <A, E, R>(key: string, effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | DriverError, R>
 }
 
 export const makeKeyedLock = (): KeyedLock => {
@@ -92,13 +138,18 @@ export const makeKeyedLock = (): KeyedLock => {
       return
     }
     next.granted = true
+    if (next.cell !== undefined) next.cell.waitingFor = undefined
     next.resume?.(Effect.void)
   }
 
-  /** Waits until `waiter` is handed the lock; an interrupted waiter never keeps or loses a lock. */
-  const waitFor = (key: string, lock: Lock, restore: Restore): Effect.Effect<void> => {
-    const waiter: Waiter = { granted: false, resume: undefined }
+  /**
+   * Waits until `waiter` is handed the lock; an interrupted waiter never keeps
+   * or loses a lock. `cell`: the waiting fiber's, when it holds locks.
+   */
+  const waitFor = (key: string, lock: Lock, restore: Restore, cell: Holds | undefined): Effect.Effect<void> => {
+    const waiter: Waiter = { granted: false, resume: undefined, cell }
     lock.waiters.push(waiter)
+    if (cell !== undefined) cell.waitingFor = lock
     const granted = Effect.async<void>((resume) => {
       if (waiter.granted) resume(Effect.void)
       else waiter.resume = resume
@@ -107,6 +158,7 @@ export const makeKeyedLock = (): KeyedLock => {
       // interrupted while waiting, or just after the lock was handed over
       Effect.onInterrupt(() =>
         Effect.sync(() => {
+          if (cell !== undefined && cell.waitingFor === lock) cell.waitingFor = undefined
           if (waiter.granted) {
             release(key, lock)
           } else {
@@ -122,7 +174,7 @@ export const makeKeyedLock = (): KeyedLock => {
   const ownHolds = (fiber: FiberWithRefs): Holds => {
     const cell = fiber.getFiberRef(currentHolds)
     if (cell.owner === fiber) return cell
-    const own: Holds = { owner: fiber, holds: cell.holds }
+    const own: Holds = { owner: fiber, holds: cell.holds, waitingFor: undefined }
     fiber.setFiberRef(currentHolds, own)
     return own
   }
@@ -135,7 +187,7 @@ export const makeKeyedLock = (): KeyedLock => {
   const hold = <A, E, R>(fiber: FiberWithRefs, key: string, lock: Lock, body: Effect.Effect<A, E, R>) => {
     const cell = ownHolds(fiber)
     const outer = cell.holds
-    const mine: Hold = { key, next: outer }
+    const mine: Hold = { key, cell, next: outer }
     lock.holder = mine
     cell.holds = mine
     // handlers inline, not named or in an object literal (see matchCause.ts)
@@ -154,17 +206,51 @@ export const makeKeyedLock = (): KeyedLock => {
     )
   }
 
-  const withLock = <A, E, R>(key: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  /**
+   * The keys along the wait-for chain from `lock` back to a hold of `cell`'s
+   * fiber (a cycle: waiting for `lock` would never end), or `undefined`.
+   */
+  const cycleBack = (cell: Holds, lock: Lock): Array<string> | undefined => {
+    const chain = [lock.key]
+    let current = lock
+    for (let hops = 0; hops < MAX_CHAIN; hops++) {
+      const holder = current.holder
+      if (holder === undefined) return undefined
+      if (holder.cell === cell) return chain
+      const next = holder.cell.waitingFor
+      if (next === undefined) return undefined
+      chain.push(next.key)
+      current = next
+    }
+    return undefined
+  }
+
+  const deadlock = (key: string, chain: ReadonlyArray<string>): DriverError => {
+    const message = `waiting for key ${JSON.stringify(key)} would deadlock: ${describeCycle(chain, JSON.stringify)}`
+    return new DriverError({ reason: "Backend", message, cause: new Deadlock({ key, chain, message }) })
+  }
+
+  const withLock = <A, E, R>(key: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | DriverError, R> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.withFiberRuntime((fiber) => {
         const runtime = fiber as unknown as FiberWithRefs
         const existing = locks.get(key)
         if (existing === undefined) {
-          const lock: Lock = { waiters: [], holder: undefined }
+          const lock: Lock = { key, waiters: [], holder: undefined }
           locks.set(key, lock)
           return hold(runtime, key, lock, restore(effect))
         }
-        return Effect.zipRight(waitFor(key, existing, restore), Effect.suspend(() => hold(runtime, key, existing, restore(effect))))
+        // only a fiber that holds a lock (its own holds come first in its cell) can close a cycle
+        const cell = runtime.getFiberRef(currentHolds)
+        const holding = cell.owner === runtime && cell.holds !== undefined && cell.holds.cell === cell
+        if (holding) {
+          const chain = cycleBack(cell, existing)
+          if (chain !== undefined) return Effect.fail(deadlock(key, chain))
+        }
+        return Effect.zipRight(
+          waitFor(key, existing, restore, holding ? cell : undefined),
+          Effect.suspend(() => hold(runtime, key, existing, restore(effect)))
+        )
       })
     )
 
