@@ -1,1 +1,19 @@
-export const x = 1
+/**
+ * effect-kv 2.x: a typed key-value store for Effect 4 programs, in memory or on PostgreSQL.
+ *
+ * @since 0.1.0
+ */
+
+/**
+ * The `KvStore` service tag, its errors and accessors.
+ *
+ * @since 0.1.0
+ */
+export * as KvStore from "./KvStore.js"
+
+/**
+ * An in-process `KvStore` backed by a `Ref`.
+ *
+ * @since 0.1.0
+ */
+export * as MemoryStore from "./MemoryStore.js"
