@@ -1,8 +1,8 @@
 /**
  * Builds the Effect 4 package like the Effect 3 one (`../scripts/build.mjs`, whose
- * `packageFields` this reuses): `dist/esm` (ES modules) and `dist/cjs` (CommonJS, which
- * Node ≥ 22.12 can load next to Effect 4's ES modules through `require(esm)`), each with
- * its own declarations.
+ * `packageFields` this reuses): `dist/esm` (ES modules, type-checked) and `dist/cjs`
+ * (CommonJS, which Node ≥ 22.12 can load next to Effect 4's ES-only modules through
+ * `require(esm)`), each with the same declarations.
  *
  * `src/core` is a symbolic link to the repository's `src/core`, the pure modules both
  * lines share; `preserveSymlinks` (tsconfig.json) compiles them as this package's
@@ -31,12 +31,23 @@ const tsc = (project) =>
     stdio: "inherit"
   })
 
+/** The ESM build's declarations, for the CommonJS files too (same text; resolved as CommonJS there). */
+const copyDeclarations = (from, to) => {
+  for (const entry of fs.readdirSync(from, { withFileTypes: true })) {
+    const source = path.join(from, entry.name)
+    const target = path.join(to, entry.name)
+    if (entry.isDirectory()) copyDeclarations(source, target)
+    else if (entry.name.endsWith(".d.ts")) fs.copyFileSync(source, target)
+  }
+}
+
 const writeJson = (file, value) => fs.writeFileSync(file, JSON.stringify(value, null, 2) + "\n")
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   fs.rmSync(at("dist"), { recursive: true, force: true })
   tsc("tsconfig.build.json")
   tsc("tsconfig.build.cjs.json")
+  copyDeclarations(at("dist", "esm"), at("dist", "cjs"))
   writeJson(at("dist", "esm", "package.json"), { type: "module", sideEffects: false })
   writeJson(at("dist", "cjs", "package.json"), { type: "commonjs", sideEffects: false })
 
