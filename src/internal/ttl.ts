@@ -96,7 +96,7 @@ const OBJECT_UNIT_MILLIS: Record<string, number> = {
 }
 
 /**
- * Effect 4's `{ seconds: 30, millis: … }` form (Effect 3 has none): every field a
+ * Effect 4's `{ seconds: 30, milliseconds: 5 }` form (Effect 3 has none): every field a
  * non-negative finite number, no other field, so a typo never becomes "no expiry".
  */
 const objectMillis = (input: Record<string, unknown>, what: string): Decoded => {
