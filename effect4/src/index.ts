@@ -17,3 +17,10 @@ export * as KvStore from "./KvStore.js"
  * @since 0.1.0
  */
 export * as MemoryStore from "./MemoryStore.js"
+
+/**
+ * A `KvStore` on PostgreSQL through `effect/sql` (e.g. `PgClient.layer` of `@effect/sql-pg` 4).
+ *
+ * @since 2.0.0
+ */
+export * as PostgresStore from "./PostgresStore.js"
