@@ -24,6 +24,7 @@ import { KvStore, MemoryStore, PostgresStore } from "effect-kv"
 import * as Counter from "./counter.js"
 import * as FeatureFlags from "./featureFlags.js"
 import * as HttpRateLimit from "./httpRateLimit.js"
+import * as HttpServiceTour from "./httpServiceTour.js"
 import * as KeyValueStoreExample from "./keyValueStore.js"
 import * as PersistedCacheExample from "./persistedCache.js"
 import * as RateLimiter from "./rateLimiter.js"
@@ -109,6 +110,14 @@ const examples = [
     r.tooMany !== 5 && `${r.tooMany} requests got 429, not 5`,
     r.otherClient !== 200 && "another client was limited too",
     r.nextSecond !== 200 && "the client was still limited a second later"
+  ]),
+  example("HTTP service (HttpRouter on @effect/platform-node)", HttpServiceTour.program, (r) => [
+    !r.me.startsWith(`{"user":"alice","since":`) && `GET /me answered ${r.me}`,
+    r.loggedOutEverywhere !== 2 && `log out everywhere ended ${r.loggedOutEverywhere} sessions, not 2`,
+    r.afterLogout.some((status) => status !== 401) && `after log out everywhere GET /me answered ${r.afterLogout}`,
+    !r.sameReport && "the report was computed twice",
+    r.statuses.join() !== "401,401,401,401,429,429" && `past the limit the statuses were ${r.statuses}`,
+    !(Number(r.retryAfter) >= 1) && `a 429 came with Retry-After ${r.retryAfter}`
   ]),
   example("KeyValueStore (KvKeyValueStore)", KeyValueStoreExample.program, (r) => [
     r.visits !== 20 && `20 concurrent visits counted ${r.visits}`,

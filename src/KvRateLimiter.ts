@@ -3,16 +3,24 @@
  * limits are shared — and never over-admitted — by every instance using one
  * database.
  *
- * Both algorithms compute exactly what `RateLimiter.layerStoreMemory` does,
- * on the Effect `Clock` of the caller, each step inside one atomic
- * `KvStore.update` of the limiter's key. Their state carries a TTL, so an
- * idle key disappears from the store once forgetting it makes no difference:
- * a fixed-window counter when its window has elapsed, a token bucket once it
- * has refilled completely. One difference remains: `layerStoreMemory` never
- * forgets a bucket, so a full bucket keeps the refill phase of its first call
- * forever, while a forgotten one starts a new phase at its next call; its
- * next token may then come up to one refill period later (never earlier), so
- * it never admits more than `layerStoreMemory` would.
+ * Both algorithms compute exactly what `RateLimiter.layerStoreMemory` does
+ * (the arithmetic is in `core/rateLimit.ts`), each call one atomic step of
+ * the limiter's key, decided on the store's clock: on PostgreSQL one
+ * statement on the database's clock under the key's lock, so instances whose
+ * clocks disagree never over-admit between them; on `MemoryStore` (and any
+ * driver without `Driver.rateLimit`) inside the key's update on the Effect
+ * `Clock`, which `TestClock` drives. A `Service` that `KvStore.make` did not
+ * build (a hand-written wrapper) runs the step in its `update`, on the Effect
+ * `Clock` too.
+ *
+ * The state carries a TTL, so an idle key disappears from the store once
+ * forgetting it makes no difference: a fixed-window counter when its window
+ * has elapsed, a token bucket once it has refilled completely. One
+ * difference remains: `layerStoreMemory` never forgets a bucket, so a full
+ * bucket keeps the refill phase of its first call forever, while a forgotten
+ * one starts a new phase at its next call; its next token may then come up to
+ * one refill period later (never earlier), so it never admits more than
+ * `layerStoreMemory` would.
  *
  * A subpath entry (`effect-kv/KvRateLimiter`): `@effect/experimental` is an
  * optional peer dependency, loaded only by those who import this module.

@@ -7,17 +7,37 @@
  * bucket forgotten after a full refill restarts its refill phase (last test).
  */
 import * as RateLimiter from "@effect/experimental/RateLimiter"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it, layer } from "@effect/vitest"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import * as TestClock from "effect/TestClock"
+import { inject } from "vitest"
+import { keyHash } from "../src/core/hash.js"
+import { makeStatements } from "../src/core/postgresSql.js"
+import { parseRateLimitState, rateLimitAnswerOf, rateLimitStep } from "../src/core/rateLimit.js"
+import type { RateLimitRequest } from "../src/core/rateLimit.js"
 import * as KvRateLimiter from "../src/KvRateLimiter.js"
 import * as KvStore from "../src/KvStore.js"
 import * as MemoryStore from "../src/MemoryStore.js"
+import * as PostgresStore from "../src/PostgresStore.js"
 import { advance, backends, freshPrefix } from "./backends.js"
+
+/** `clock` moved `millis` ahead: the clock of an app instance that disagrees with this one's. */
+const shifted = (clock: Clock.Clock, millis: number): Clock.Clock => ({
+  [Clock.ClockTypeId]: Clock.ClockTypeId,
+  unsafeCurrentTimeMillis: () => clock.unsafeCurrentTimeMillis() + millis,
+  currentTimeMillis: Effect.map(clock.currentTimeMillis, (t) => t + millis),
+  unsafeCurrentTimeNanos: () => clock.unsafeCurrentTimeNanos() + BigInt(millis) * 1_000_000n,
+  currentTimeNanos: Effect.map(clock.currentTimeNanos, (t) => t + BigInt(millis) * 1_000_000n),
+  sleep: (duration) => clock.sleep(duration)
+})
 
 /** A RateLimiter over `KvRateLimiter` on `store`, keeping its state under `prefix`. */
 const limiterOn = (store: KvStore.Service, prefix: string) =>
@@ -56,6 +76,22 @@ for (const backend of backends("ratelimit")) {
         )
         assert.strictEqual(results.filter(Either.isRight).length, 10)
         for (const refused of results.filter(Either.isLeft)) assert.strictEqual(refused.left.reason, "Exceeded")
+      }))
+
+    it.scoped("a wrapped store (no step of its own: the step runs in update) admits exactly 10 of 30 concurrent calls", () =>
+      Effect.gen(function*() {
+        const prefix = freshPrefix("ratelimit")
+        const a = yield* limiterOn({ ...(yield* KvStore.KvStore) }, prefix)
+        const b = yield* limiterOn({ ...(yield* backend.otherInstance) }, prefix)
+        const results = yield* Effect.all(
+          Array.from({ length: 30 }, (_, i) =>
+            Effect.either(
+              (i % 2 === 0 ? a : b).consume({ algorithm: i < 15 ? "token-bucket" : "fixed-window", key: "c", limit: 5, window: "1 minute" })
+            )),
+          { concurrency: "unbounded" }
+        )
+        // 15 calls of each algorithm, each with its own state: 5 admitted of each
+        assert.strictEqual(results.filter(Either.isRight).length, 10)
       }))
 
     it.scoped("two instances on one store admit exactly 10 of 30 concurrent calls between them", () =>
@@ -104,6 +140,48 @@ for (const backend of backends("ratelimit")) {
         assert.strictEqual(again.remaining, 3)
       }))
 
+    if (backend.databaseClock) {
+      for (const algorithm of ["fixed-window", "token-bucket"] as const) {
+        it.scoped(`${algorithm}: two instances whose clocks disagree by 20 s admit exactly the limit between them`, () =>
+          Effect.gen(function*() {
+            const prefix = freshPrefix("ratelimit")
+            const a = yield* limiterOn(yield* KvStore.KvStore, prefix)
+            const b = yield* limiterOn(yield* backend.otherInstance, prefix)
+            const ahead = shifted(yield* Effect.clock, 20_000)
+            // a window shorter than the skew: on each instance's own clock the other's calls would be long past
+            const consume = (limiter: RateLimiter.RateLimiter, key: string) =>
+              Effect.either(limiter.consume({ algorithm, key, limit: 10, window: "10 seconds" }))
+            const onB = (key: string) => Effect.withClock(consume(b, key), ahead)
+            // one after the other: the instance ahead comes second, when its clock says the window is over
+            const inTurn = [
+              ...(yield* Effect.forEach(Array.from({ length: 15 }), () => consume(a, "in-turn"))),
+              ...(yield* Effect.forEach(Array.from({ length: 15 }), () => onB("in-turn")))
+            ]
+            assert.strictEqual(inTurn.filter(Either.isRight).length, 10)
+            const together = yield* Effect.all(
+              Array.from({ length: 30 }, (_, i) => (i % 2 === 0 ? consume(a, "together") : onB("together"))),
+              { concurrency: "unbounded" }
+            )
+            assert.strictEqual(together.filter(Either.isRight).length, 10)
+          }))
+      }
+
+      it.scoped("prefixed views decide on the database's clock too", () =>
+        Effect.gen(function*() {
+          const view = freshPrefix("ratelimit-view")
+          const a = yield* limiterOn(KvStore.prefixed(yield* KvStore.KvStore, view), "limits/")
+          const b = yield* limiterOn(KvStore.prefixed(yield* backend.otherInstance, view), "limits/")
+          const ahead = shifted(yield* Effect.clock, 20_000)
+          const consume = { key: "client", limit: 10, window: "10 seconds" } as const
+          const results = [
+            ...(yield* Effect.forEach(Array.from({ length: 15 }), () => Effect.either(a.consume(consume)))),
+            ...(yield* Effect.forEach(Array.from({ length: 15 }), () => Effect.withClock(Effect.either(b.consume(consume)), ahead)))
+          ]
+          assert.strictEqual(results.filter(Either.isRight).length, 10)
+          assert.deepStrictEqual(yield* KvStore.prefixed(yield* KvStore.KvStore, view).keys(""), ["limits/fixed/client"])
+        }))
+    }
+
     it.scoped("a stored state that is not valid is a RateLimitStoreError", () =>
       Effect.gen(function*() {
         const store = yield* KvStore.KvStore
@@ -112,6 +190,14 @@ for (const backend of backends("ratelimit")) {
         const limiter = yield* limiterOn(store, prefix)
         const error = yield* Effect.flip(limiter.consume({ key: "x", limit: 1, window: "1 second" }))
         assert.strictEqual(error.reason, "StoreError")
+        // and the value is left as it was
+        assert.strictEqual(new TextDecoder().decode(yield* store.get(`${prefix}fixed/x`)), "garbage")
+        yield* store.set(`${prefix}bucket/x`, new TextEncoder().encode("garbage"))
+        const bucket = yield* Effect.flip(limiter.consume({ algorithm: "token-bucket", key: "x", limit: 1, window: "1 second" }))
+        assert.strictEqual(bucket.reason, "StoreError")
+        yield* store.set(`${prefix}bucket/y`, new TextEncoder().encode(JSON.stringify({ count: 1, expiresAt: 2 })))
+        const other = yield* Effect.flip(limiter.consume({ algorithm: "token-bucket", key: "y", limit: 1, window: "1 second" }))
+        assert.strictEqual(other.reason, "StoreError")
         const tooLong = yield* Effect.flip(limiter.consume({ key: "k".repeat(3000), limit: 1, window: "1 second" }))
         assert.strictEqual(tooLong.reason, "StoreError")
       }))
@@ -156,11 +242,14 @@ describe("KvRateLimiter against layerStoreMemory", () => {
         Effect.provide(KvRateLimiter.layerStore().pipe(Layer.provide(MemoryStore.layer())))
       )
       const theirs = yield* RateLimiter.make.pipe(Effect.provide(RateLimiter.layerStoreMemory))
+      // a Service that KvStore.make did not build (a wrapper) has no step of its own: the bridge runs it in `update`
+      const wrapped = yield* MemoryStore.make().pipe(Effect.flatMap((store) => limiterOn({ ...store }, "ratelimit/")))
       for (const [i, [step, options]] of schedule.entries()) {
         yield* TestClock.adjust(Duration.millis(step))
         const expected = yield* outcome(theirs, options)
         const actual = yield* outcome(ours, options)
         assert.deepStrictEqual(actual, expected, `call #${i} (${options.algorithm}, ${JSON.stringify(options)})`)
+        assert.deepStrictEqual(yield* outcome(wrapped, options), expected, `wrapped, call #${i}`)
       }
     }))
 })
@@ -188,4 +277,119 @@ describe("KvRateLimiter: a forgotten token bucket", () => {
       const [oursLater] = yield* both(1)
       assert.deepStrictEqual(oursLater, { delay: 0, remaining: 0, resetAfter: 1000 })
     }))
+})
+
+describe("KvRateLimiter on MemoryStore: the Effect Clock decides", () => {
+  it.scoped("TestClock resets a fixed window and refills a token bucket", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make.pipe(
+        Effect.provide(KvRateLimiter.layerStore().pipe(Layer.provide(MemoryStore.layer())))
+      )
+      const fixed = { key: "w", limit: 2, window: "1 second" } as const
+      yield* limiter.consume(fixed)
+      yield* limiter.consume(fixed)
+      const refused = yield* Effect.flip(limiter.consume(fixed))
+      assert.deepStrictEqual([refused.reason, Duration.toMillis((refused as RateLimiter.RateLimitExceeded).retryAfter)], ["Exceeded", 1000])
+      yield* TestClock.adjust("999 millis")
+      assert.strictEqual((yield* Effect.flip(limiter.consume(fixed))).reason, "Exceeded")
+      yield* TestClock.adjust("1 millis")
+      assert.strictEqual((yield* limiter.consume(fixed)).remaining, 1)
+
+      const bucket = { algorithm: "token-bucket", key: "b", limit: 2, window: "1 second" } as const
+      yield* limiter.consume(bucket)
+      yield* limiter.consume(bucket)
+      assert.strictEqual((yield* Effect.flip(limiter.consume(bucket))).reason, "Exceeded")
+      yield* TestClock.adjust("499 millis")
+      assert.strictEqual((yield* Effect.flip(limiter.consume(bucket))).reason, "Exceeded")
+      yield* TestClock.adjust("1 millis")
+      assert.strictEqual((yield* limiter.consume(bucket)).remaining, 0)
+    }))
+
+  it.scoped("a store's calls follow the clock of the fiber that makes them", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make.pipe(
+        Effect.provide(KvRateLimiter.layerStore().pipe(Layer.provide(MemoryStore.layer())))
+      )
+      const fixed = { key: "w", limit: 1, window: "1 second" } as const
+      yield* limiter.consume(fixed)
+      assert.strictEqual((yield* Effect.flip(limiter.consume(fixed))).reason, "Exceeded")
+      // the process's clock is the one that counts in memory: a clock 20 s ahead sees the window over
+      const ahead = shifted(yield* Effect.clock, 20_000)
+      assert.strictEqual((yield* Effect.withClock(limiter.consume(fixed), ahead)).remaining, 0)
+    }))
+})
+
+/**
+ * The statement on PostgreSQL against the JavaScript step it transcribes: for
+ * stored states around the database's now, fractional refill periods, limits
+ * and token counts, the same decision, the same state kept (as numbers) and
+ * the same answer, computed at the `now` the statement reports.
+ */
+describe("KvRateLimiter's statement on PostgreSQL", () => {
+  const table = `kv_ratelimit_sql_${freshPrefix("t").split("/")[1]}`
+  const sqlLayer = PgClient.layer({ url: Redacted.make(inject("databaseUrl")), applicationName: "effect-kv-test-ratelimit-sql" })
+  const both = PostgresStore.layer({ table }).pipe(Layer.provideMerge(sqlLayer))
+
+  layer(both)((it) => {
+    it.effect("computes what rateLimitStep computes, call for call", () =>
+      Effect.gen(function*() {
+        const store = yield* KvStore.KvStore
+        const sql = yield* SqlClient.SqlClient
+        const statements = makeStatements({ schema: "public", table, unlogged: false })
+        let seed = 11
+        const random = (n: number) => {
+          seed = (seed * 1103515245 + 12345) % 2147483648
+          return seed % n
+        }
+        const pick = <A>(values: ReadonlyArray<A>): A => values[random(values.length)]!
+        const clockNow = Effect.map(
+          sql.unsafe<{ readonly now: number }>("SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now"),
+          (rows) => Number(rows[0]!.now)
+        )
+        for (let i = 0; i < 160; i++) {
+          const refillMillis = pick([1000 / 3, 1000 / 7, 0.1, 200, 2500, 60_000 / 7])
+          const tokens = pick([0, 1, 1, 2, 0.5, 3])
+          const request: RateLimitRequest = i % 2 === 0
+            ? { algorithm: "fixed-window", tokens, refillMillis, limit: pick([undefined, 0, 3, 5, 10]) }
+            : { algorithm: "token-bucket", tokens, refillMillis, limit: pick([3, 5, 10]), allowOverflow: random(3) === 0 }
+          const key = `case/${i}`
+          const now0 = yield* clockNow
+          const a = pick([0, 1, 2, 3, 4.5, 5, 9, 10, -2])
+          const b = now0 + pick([-5000, -1, 0, 3, 1000 / 3, 2000, 4999.5, 20_000]) * (random(2) === 0 ? 1 : 1.0000001)
+          const stored = random(6) === 0
+            ? undefined
+            : JSON.stringify(request.algorithm === "fixed-window" ? { count: a, expiresAt: b } : { tokens: a, lastRefill: b })
+          if (stored !== undefined) yield* store.set(key, new TextEncoder().encode(stored), "1 hour")
+          const params = request.algorithm === "fixed-window"
+            ? [request.tokens, request.refillMillis, request.limit ?? null]
+            : [request.tokens, request.refillMillis, request.limit, request.allowOverflow]
+          const text = request.algorithm === "fixed-window" ? statements.rateLimitFixedWindow : statements.rateLimitTokenBucket
+          const rows = yield* sql.unsafe<Record<string, unknown>>(text, [
+            keyHash(key).toString(),
+            key,
+            ...params
+          ]).withoutTransform
+          const row = rows[0]!
+          const now = Number(row["now"])
+          const kept = String(row["kept"])
+          const expected = rateLimitStep(request, stored, now)!
+          const label = `case ${i}: ${JSON.stringify({ request, stored, now })}`
+          assert.strictEqual(row["admitted"], expected.admitted, label)
+          assert.deepStrictEqual(rateLimitAnswerOf(request, kept, row["admitted"] === true, now), expected.answer, label)
+          if (expected.keep !== undefined) {
+            assert.deepStrictEqual(
+              parseRateLimitState(request.algorithm, kept),
+              parseRateLimitState(request.algorithm, expected.keep.state),
+              label
+            )
+            const [{ ms }] = yield* sql.unsafe<{ readonly ms: number }>(
+              `SELECT (extract(epoch FROM expires_at) * 1000)::float8 AS ms FROM "public"."${table}" WHERE key = $1`,
+              [key]
+            )
+            // kept until the state stops mattering, rounded up to the microsecond
+            assert.isTrue(Number(ms) >= expected.keep.until - 1e-6 && Number(ms) - expected.keep.until < 0.002, label)
+          }
+        }
+      }))
+  })
 })

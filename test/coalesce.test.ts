@@ -4,6 +4,7 @@
  * interleaving is decided by the test, not by timing.
  */
 import { assert, describe, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -168,5 +169,51 @@ describe("coalesce", () => {
       assert.strictEqual(h.statements.length, 2)
       yield* h.open(1)
       assert.strictEqual(yield* Fiber.join(next), "a!")
+    }))
+
+  it.effect("batchFailed decides: a batch whose outcome is unknown fails every caller and runs nothing alone", () =>
+    Effect.gen(function*() {
+      const alone: Array<string> = []
+      const gates: Array<Deferred.Deferred<void>> = []
+      const gated = Effect.flatMap(Deferred.make<void>(), (gate) => {
+        gates.push(gate)
+        return Deferred.await(gate)
+      })
+      const lane = makeCoalescer(1).lane<string, string, string>({
+        one: (item) => Effect.as(gated, `${item}!`),
+        many: (items) => Effect.zipRight(gated, Effect.fail(items.includes("lost") ? "connection lost" : "refused")),
+        alone: (item) => Effect.sync(() => (alone.push(item), `${item} alone`)),
+        batchFailed: (cause) =>
+          Cause.failureOption(cause).pipe(Option.getOrUndefined) === "connection lost"
+            ? Exit.fail("outcome is unknown")
+            : RETRY,
+        maxItems: 10
+      })
+      const holder = yield* Effect.fork(lane.run("x"))
+      yield* settle
+      const lost = yield* Effect.forEach(["a", "lost", "b"], (item) => Effect.fork(Effect.either(lane.run(item))))
+      yield* settle
+      yield* Deferred.succeed(gates[0]!, undefined)
+      yield* settle
+      yield* Deferred.succeed(gates[1]!, undefined)
+      const answers = yield* Effect.forEach(lost, Fiber.join)
+      assert.deepStrictEqual(answers.map((e) => (e._tag === "Left" ? e.left : e.right)), [
+        "outcome is unknown",
+        "outcome is unknown",
+        "outcome is unknown"
+      ])
+      assert.deepStrictEqual(alone, [])
+      assert.strictEqual(yield* Fiber.join(holder), "x!")
+
+      // a refusal: each item runs alone
+      const holder2 = yield* Effect.fork(lane.run("y"))
+      yield* settle
+      const refused = yield* Effect.forEach(["c", "d"], (item) => Effect.fork(lane.run(item)))
+      yield* settle
+      yield* Deferred.succeed(gates[2]!, undefined)
+      yield* settle
+      yield* Deferred.succeed(gates[3]!, undefined)
+      assert.deepStrictEqual(yield* Effect.forEach(refused, Fiber.join), ["c alone", "d alone"])
+      assert.strictEqual(yield* Fiber.join(holder2), "y!")
     }))
 })

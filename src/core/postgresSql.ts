@@ -3,6 +3,8 @@
  * identifiers. See `internal/postgres/store.ts` for why each statement looks as it does.
  */
 import { keyHash } from "./hash.js"
+import { STATE_FIELDS } from "./rateLimit.js"
+import type { RateLimitRequest } from "./rateLimit.js"
 
 /**
  * Table and schema names: a lowercase letter or `_`, then lowercase letters,
@@ -120,6 +122,16 @@ export interface Statements {
    * key_hash order, then upserts; the keys must be distinct
    */
   readonly setMany: string
+  /**
+   * The whole table, in place of many keys' locks (see `KEY_LOCKS_PER_TRANSACTION` in the driver): EXCLUSIVE
+   * waits for every transaction that writes or locks rows of the table and holds back new ones until this
+   * one ends; plain reads go on
+   */
+  readonly lockTable: string
+  /** BEGIN and `lockTable`, in one round trip */
+  readonly beginAndLockTable: string
+  /** $1 key_hashes bigint[], $2 keys text[], $3 values bytea[], $4 ttl ms or null: `setMany` under `lockTable`, no key locks */
+  readonly setManyLocked: string
   /** $1 key_hashes bigint[], $2 keys text[] → free, deleted; deletes only when no update of any key is in flight */
   readonly deleteManyIfFree: string
   /** $1 keys text[] → deleted; inside a transaction holding the keys' locks */
@@ -128,6 +140,14 @@ export interface Statements {
   readonly lockKeys: string
   /** BEGIN and the keys' locks in key_hash order, in one round trip (our own integers, not user text) */
   readonly beginAndLockMany: (hashes: ReadonlyArray<bigint>) => string
+  /**
+   * One rate-limiter step on the database's clock, under the key's lock (see `rateLimitStatement`).
+   * $1 key_hash, $2 key, $3 tokens, $4 refill ms, $5 limit (null or 0: none) → kept, admitted, now;
+   * no row when the key holds a live value that is not a fixed-window state
+   */
+  readonly rateLimitFixedWindow: string
+  /** Like `rateLimitFixedWindow` for a token bucket: $5 limit, $6 allow overflow */
+  readonly rateLimitTokenBucket: string
   /** Statements over the keys starting with a prefix, by whether the prefix has an upper bound */
   readonly ranged: {
     readonly withUpper: RangedStatements
@@ -294,6 +314,11 @@ export const makeStatements = (options: {
       `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
       `SELECT u.h, u.k, u.v, ${expiry}, clock_timestamp() FROM l, unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(h, k, v) ` +
       upsertTail,
+    lockTable: `LOCK TABLE ${t} IN EXCLUSIVE MODE`,
+    beginAndLockTable: `BEGIN; LOCK TABLE ${t} IN EXCLUSIVE MODE`,
+    setManyLocked: `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
+      `SELECT u.h, u.k, u.v, ${expiry}, clock_timestamp() FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(h, k, v) ` +
+      upsertTail,
     // like deleteIfFree: a statement that waited for a lock would not see what the holder committed
     deleteManyIfFree: `WITH l AS MATERIALIZED (${tryLockAll("unnest($1::bigint[])")}), ` +
       `d AS (DELETE FROM ${t} t USING l WHERE l.free AND t.key = ANY($2::text[]) AND ${live("now()", "t.")} RETURNING 1) ` +
@@ -305,7 +330,9 @@ export const makeStatements = (options: {
       `BEGIN; ${
         lockAll("pg_advisory_xact_lock", `unnest('{${hashes.map((h) => BigInt.asIntN(64, h).toString()).join(",")}}'::bigint[])`)
       }`,
-    ranged: { withUpper: ranged(t, safeValue, true), withoutUpper: ranged(t, safeValue, false) }
+    ranged: { withUpper: ranged(t, safeValue, true), withoutUpper: ranged(t, safeValue, false) },
+    rateLimitFixedWindow: rateLimitStatement(t, lockFirst, "fixed-window"),
+    rateLimitTokenBucket: rateLimitStatement(t, lockFirst, "token-bucket")
   }
 }
 
@@ -327,7 +354,8 @@ const ranged = (t: string, safeValue: string, withUpper: boolean): RangedStateme
   const range = `key >= $1::text COLLATE "C"${withUpper ? ` AND key < $2::text COLLATE "C"` : ""}`
   const next = withUpper ? 3 : 2
   const after = `$${next}::text COLLATE "C"`
-  const limit = `$${next + 1}::int`
+  // bigint: a page size is any positive safe integer (an int4 parameter refuses 2^31 and above)
+  const limit = `$${next + 1}::bigint`
   const page = (columns: string) =>
     `SELECT ${columns} FROM ${t} WHERE ${range} AND key > ${after} AND ${live("now()")} ` +
     `ORDER BY key COLLATE "C" LIMIT ${limit}`
@@ -346,4 +374,73 @@ const ranged = (t: string, safeValue: string, withUpper: boolean): RangedStateme
       `AND ${live("now()", "t.")} RETURNING 1) ` +
       `SELECT (SELECT count(*) FROM k)::int AS seen, (SELECT max(key) FROM k) AS last, (SELECT count(*) FROM d)::int AS n`
   }
+}
+
+/** A JSON number as `JSON.stringify` and PostgreSQL's float8 output print one (no leading `+`, no `NaN`). */
+const JSON_NUMBER = "-?[0-9]+(?:[.][0-9]+)?(?:[eE][-+]?[0-9]+)?"
+
+/**
+ * `rateLimitStep` of `core/rateLimit.ts` as one statement, on the database's
+ * clock (`clock_timestamp()` once the key's lock is held, in whole
+ * milliseconds like the Effect `Clock`), in float8 arithmetic written in the
+ * same order as the JavaScript so that the numbers are the same doubles.
+ *
+ * Why it is shaped like this: after waiting for the key's lock, a statement
+ * still reads with the snapshot it started with, which may predate what the
+ * lock's previous holder committed; only `ON CONFLICT DO UPDATE` sees (and
+ * locks) the latest row. So the step runs twice in the text: from no state in
+ * the `INSERT`'s row, and from `cur`, the latest row, in the `DO UPDATE`. A
+ * live value that is not this algorithm's state is left alone (no row comes
+ * back). `RETURNING` sees only the row written, so the statement always
+ * writes — the state it found when it refuses, which changes nothing — and
+ * says whether it admitted through `updated_at`: the decision's time when
+ * the call's tokens were taken, an earlier time (the row's own, or 1 µs
+ * before the decision) when not. The state's `expires_at` is the moment it
+ * stops mattering, rounded up to the microsecond, so the row is never gone
+ * while the state would still count.
+ */
+const rateLimitStatement = (t: string, lockFirst: string, algorithm: RateLimitRequest["algorithm"]): string => {
+  const [first, second] = STATE_FIELDS[algorithm]
+  const statePattern = `^[{]"${first}":(${JSON_NUMBER}),"${second}":(${JSON_NUMBER})[}]$`
+  const parsed = (alias: string) =>
+    `CASE WHEN octet_length(${alias}.value) <= 200 THEN regexp_match(encode(${alias}.value, 'escape'), '${statePattern}') END`
+  const liveAt = (at: string) => `(cur.expires_at IS NULL OR cur.expires_at > ${at})`
+  const tokens = "$3::float8"
+  const refill = "$4::float8"
+  const limit = "$5::float8"
+  /** The step from (a, b) — the stored state's two numbers, both NULL when there is none — written before `before`. */
+  const step = (a: string, b: string, before: string) => {
+    const kept = (x: string, y: string) =>
+      `convert_to('{"${first}":' || (${x})::text || ',"${second}":' || (${y})::text || '}', 'UTF8') AS value`
+    const expiresAt = (until: string) => `to_timestamp(ceil((${until}) * 1000) / 1000000) AS expires_at`
+    const updatedAt = `CASE WHEN w.admitted THEN c.at ELSE least(${before}, c.at - interval '1 microsecond') END AS updated_at`
+    if (algorithm === "fixed-window") {
+      return `SELECT ${kept("w.count", "w.expires")}, ${expiresAt("w.expires")}, ${updatedAt} ` +
+        `FROM (SELECT CASE WHEN ${b} > c.now THEN ${a} ELSE 0 END AS count, ` +
+        `CASE WHEN ${b} > c.now THEN ${b} ELSE c.now END AS expires) f, ` +
+        // `limit` 0 or NULL: no limit (layerStoreMemory tests `options.limit &&`)
+        `LATERAL (SELECT NOT coalesce(${limit} <> 0 AND f.count + ${tokens} > ${limit}, false) AS admitted) d, ` +
+        `LATERAL (SELECT d.admitted, CASE WHEN d.admitted THEN f.count + ${tokens} ELSE f.count END AS count, ` +
+        `CASE WHEN d.admitted THEN f.expires + ${refill} * ${tokens} ELSE f.expires END AS expires) w`
+    }
+    return `SELECT ${kept("w.tokens", "w.last")}, ` +
+      `${expiresAt(`c.now + greatest(1, w.last + (${limit} - w.tokens) * ${refill} - c.now)`)}, ${updatedAt} ` +
+      `FROM (SELECT floor((c.now - ${b}) / ${refill}) AS add) r, ` +
+      `LATERAL (SELECT CASE WHEN ${b} IS NULL THEN ${limit} WHEN r.add > 0 THEN least(${limit}, ${a} + r.add) ELSE ${a} END AS tokens, ` +
+      `CASE WHEN ${b} IS NULL THEN c.now WHEN r.add > 0 THEN ${b} + r.add * ${refill} ELSE ${b} END AS last) f, ` +
+      `LATERAL (SELECT $6::boolean OR f.tokens - ${tokens} >= 0 AS admitted) d, ` +
+      `LATERAL (SELECT d.admitted, CASE WHEN d.admitted THEN f.tokens - ${tokens} ELSE f.tokens END AS tokens, f.last) w`
+  }
+  return `${lockFirst}, ` +
+    `c AS MATERIALIZED (SELECT ms AS now, to_timestamp(ms / 1000) AS at FROM l, ` +
+    `LATERAL (SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::float8 AS ms) n) ` +
+    `INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
+    `SELECT $1::bigint, $2::text, s.value, s.expires_at, s.updated_at FROM c, ` +
+    `LATERAL (${step("NULL::float8", "NULL::float8", "NULL::timestamptz")}) s ` +
+    `ON CONFLICT (key) DO UPDATE SET key_hash = excluded.key_hash, (value, expires_at, updated_at) = (` +
+    `SELECT s.value, s.expires_at, s.updated_at FROM c, ` +
+    `LATERAL (SELECT CASE WHEN ${liveAt("c.at")} THEN ${parsed("cur")} END AS m) p, ` +
+    `LATERAL (${step("p.m[1]::float8", "p.m[2]::float8", "cur.updated_at")}) s) ` +
+    `WHERE NOT (${liveAt("(SELECT at FROM c)")} AND ${parsed("cur")} IS NULL) ` +
+    `RETURNING encode(value, 'escape') AS kept, updated_at = (SELECT at FROM c) AS admitted, (SELECT now FROM c) AS now`
 }

@@ -22,11 +22,18 @@
  *   the transaction while it is open and the pool once it has ended
  *   (`transactionConnection`): a late statement runs like one from any other
  *   fiber instead of inside whatever transaction the connection serves next.
+ * - **A lost connection is not a refusal.** When the connection dies after a
+ *   statement (or a COMMIT) was sent, the server may have committed it and
+ *   only the answer is lost (`connectionFault` says "lost"). Nothing here
+ *   re-runs such a statement: only a refusal the server reported (the
+ *   forgotten prepared statement) is retried, and a failed COMMIT comes out as
+ *   `CommitFailure` so the driver can tell the caller that the outcome is unknown.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
-import type { SqlError } from "@effect/sql/SqlError"
+import { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
+import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -43,10 +50,50 @@ const PG_CLIENT_TYPE_ID = "~@effect/sql-pg/PgClient"
 const isPgClient = (sql: SqlClient.SqlClient): boolean =>
   (sql as unknown as Record<string, unknown>)[PG_CLIENT_TYPE_ID] === PG_CLIENT_TYPE_ID
 
-/** SQLSTATE invalid_sql_statement_name: the server does not know the prepared statement. */
-const forgotten = (error: SqlError): boolean =>
-  typeof error.cause === "object" && error.cause !== null &&
-  (error.cause as { readonly code?: unknown }).code === "26000"
+/** The driver's error code (SQLSTATE, or a socket's `ECONNRESET`…) and words: node-postgres puts them in the cause. */
+export const sqlErrorDetail = (error: SqlError): { readonly code: unknown; readonly detail: string } => {
+  const cause = error.cause
+  return {
+    code: typeof cause === "object" && cause !== null ? (cause as { readonly code?: unknown }).code : undefined,
+    detail: cause instanceof Error ? cause.message : error.message
+  }
+}
+
+/**
+ * Whether a failure is the connection's rather than the statement's:
+ *
+ * - `"lost"`: the connection died while the statement may have been on its
+ *   way or running: node-postgres's "Connection terminated", a reset or broken
+ *   socket, the server's admin or crash shutdown (57P01, 57P02). A write may
+ *   have committed; only its answer is lost.
+ * - `"unreachable"`: no statement left: no connection could be made (refused,
+ *   the server starting or shutting down, 57P03) or node-postgres knew the
+ *   client was dead before sending ("not queryable").
+ */
+export const connectionFault = (error: unknown): "lost" | "unreachable" | undefined => {
+  if (!(error instanceof SqlError)) return undefined
+  const { code, detail } = sqlErrorDetail(error)
+  if (code === "ECONNREFUSED" || code === "57P03" || /not queryable/i.test(detail)) return "unreachable"
+  if (code === "57P01" || code === "57P02" || code === "ECONNRESET" || code === "EPIPE") return "lost"
+  return /Connection terminated/i.test(detail) ? "lost" : undefined
+}
+
+/** Whether no connection could be made at all (the server refused it, or is starting or shutting down). */
+export const connectionRefused = (error: unknown): boolean => {
+  if (!(error instanceof SqlError)) return false
+  const { code } = sqlErrorDetail(error)
+  return code === "ECONNREFUSED" || code === "57P03"
+}
+
+/**
+ * A COMMIT that failed. A refusal the server reported (a serialization
+ * failure, say) rolled the transaction back; a lost connection (see
+ * `connectionFault`) leaves it unknown whether it committed.
+ */
+export class CommitFailure extends Data.TaggedError("CommitFailure")<{ readonly error: SqlError }> {}
+
+/** SQLSTATE invalid_sql_statement_name: the server does not know the prepared statement (it refused it: nothing ran). */
+const forgotten = (error: SqlError): boolean => sqlErrorDetail(error).code === "26000"
 
 /** Whether a transaction's wrapper still serves its transaction. */
 const openTransactions = new WeakMap<Connection, { open: boolean }>()
@@ -65,12 +112,13 @@ export interface Connections {
   /**
    * Runs `body` in a transaction of its own: `begin` (e.g. `BEGIN` and a lock,
    * in one round trip), then `body` with the transaction in its context, then
-   * `COMMIT`, or `rollback` when `body` fails or is interrupted.
+   * `COMMIT`, or `rollback` when `body` fails or is interrupted. A `SqlError`
+   * is from before COMMIT (nothing was written); a failed COMMIT is a `CommitFailure`.
    */
   readonly inTransaction: <A, E, R>(
     begin: string,
     body: Effect.Effect<A, E, R>
-  ) => Effect.Effect<A, E | SqlError, Exclude<R, SqlClient.TransactionConnection>>
+  ) => Effect.Effect<A, E | SqlError | CommitFailure, Exclude<R, SqlClient.TransactionConnection>>
 }
 
 export const makeConnections = (sql: SqlClient.SqlClient): Connections => {
@@ -115,7 +163,8 @@ export const makeConnections = (sql: SqlClient.SqlClient): Connections => {
     >).pipe(
       Effect.catchIf(forgotten, (error) => {
         useNamed = false
-        // inside a transaction the error has aborted it: only a fresh statement can be re-run
+        // the server refused the statement, so nothing of it ran: re-running is safe even for a write.
+        // Inside a transaction the error has aborted it: only a fresh statement can be re-run
         return openTransactions.has(conn) ? Effect.fail(error) : conn.execute(text, params, undefined)
       })
     )
@@ -192,7 +241,7 @@ export const makeConnections = (sql: SqlClient.SqlClient): Connections => {
   const inTransaction = <A, E, R>(
     begin: string,
     body: Effect.Effect<A, E, R>
-  ): Effect.Effect<A, E | SqlError, Exclude<R, SqlClient.TransactionConnection>> =>
+  ): Effect.Effect<A, E | SqlError | CommitFailure, Exclude<R, SqlClient.TransactionConnection>> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(restore(reserve), ([conn, scope]) => {
         const state = { open: true }
@@ -206,7 +255,12 @@ export const makeConnections = (sql: SqlClient.SqlClient): Connections => {
           Effect.exit,
           Effect.flatMap((exit) => {
             state.open = false
-            const end = Exit.isSuccess(exit) ? Effect.as(exec("COMMIT"), exit.value) : Effect.zipRight(rollback(conn), exit)
+            const end: Effect.Effect<A, E | SqlError | CommitFailure> = Exit.isSuccess(exit)
+              ? exec("COMMIT").pipe(
+                Effect.mapError((error) => new CommitFailure({ error })),
+                Effect.as(exit.value)
+              )
+              : Effect.zipRight(rollback(conn), exit)
             return Effect.ensuring(end, Scope.close(scope, Exit.void))
           })
         )
