@@ -14,6 +14,7 @@ import type * as Option from "effect/Option"
 import type * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import type * as rateLimit from "./core/rateLimit.js"
 import * as front from "./internal/front.js"
 import * as keyedLock from "./internal/keyedLock.js"
 import * as prefixedView from "./internal/prefixed.js"
@@ -314,7 +315,35 @@ export interface Driver {
   readonly deletePrefix?: ((prefix: string) => Effect.Effect<number, DriverError>) | undefined
   /** Live keys under `prefix`. Without it: `keysPage`, page by page. */
   readonly count?: ((prefix: string) => Effect.Effect<number, DriverError>) | undefined
+  /**
+   * One step of `KvRateLimiter` on `key`, decided atomically on the backend's
+   * own clock, so that app instances whose clocks disagree never over-admit
+   * between them. It must compute what `RateLimitRequest`'s doc says (the
+   * arithmetic of `@effect/experimental`'s `layerStoreMemory`), keep the state
+   * as JSON text under `key` with a TTL, and fail with `InvalidArgument` when
+   * `key` holds a live value that is not such a state. Without it the front
+   * runs the same step inside `modify` on the Effect `Clock`.
+   */
+  readonly rateLimit?:
+    | ((key: string, request: RateLimitRequest) => Effect.Effect<RateLimitAnswer, DriverError>)
+    | undefined
 }
+
+/**
+ * One call of a rate limiter (`KvRateLimiter`) as a driver's `rateLimit` receives it.
+ *
+ * @since 0.3.0
+ * @category drivers
+ */
+export type RateLimitRequest = rateLimit.RateLimitRequest
+
+/**
+ * What a driver's `rateLimit` answers.
+ *
+ * @since 0.3.0
+ * @category drivers
+ */
+export type RateLimitAnswer = rateLimit.RateLimitAnswer
 
 /**
  * A FIFO lock per key that also knows whether the current fiber runs inside

@@ -39,6 +39,7 @@ import * as Data from "effect/Data"
 import * as Result from "effect/Result"
 import { randomUUID } from "node:crypto"
 import { batchConformance } from "./internal/batchConformance.js"
+import { rateLimitConformance } from "./internal/rateLimitConformance.js"
 import { byUtf8Bytes, bytes, loose, sleepReal, text, within } from "./internal/conformanceHelpers.js"
 import * as KvStore from "./KvStore.js"
 
@@ -1553,4 +1554,5 @@ export const conformance = (
   })
   // batches, prefixes, streams and namespaces (Version 2): a suite of its own on the same store
   batchConformance(name, store, { databaseClock: options.databaseClock === true })
+  rateLimitConformance(name, store, { databaseClock: options.databaseClock === true })
 }

@@ -302,6 +302,18 @@ export const batchConformance = (
           assert.deepStrictEqual(yield* collect(KvStore.streamKeys(p, { batchSize: 4 })), expected)
         }))
 
+      it.effect("batchSize may be any positive safe integer: one larger than the store is one page", () =>
+        Effect.gen(function*() {
+          const kv = yield* KvStore.KvStore
+          const p = fresh()
+          yield* kv.setMany(["a", "b", "c"].map((k) => [p + k, bytes(k)] as const))
+          for (const batchSize of [2 ** 31 - 1, 2 ** 31, 2 ** 32 + 1, Number.MAX_SAFE_INTEGER]) {
+            assert.deepStrictEqual(yield* collect(kv.streamKeys(p, { batchSize })), [p + "a", p + "b", p + "c"], `batchSize ${batchSize}`)
+            const entries = yield* collect(kv.streamEntries(p, { batchSize }))
+            assert.deepStrictEqual(entries.map(([k, v]) => [k, text(v)]), [[p + "a", "a"], [p + "b", "b"], [p + "c", "c"]])
+          }
+        }))
+
       it.effect("expired keys are not streamed; values handed out are copies", () =>
         Effect.gen(function*() {
           const kv = yield* KvStore.KvStore

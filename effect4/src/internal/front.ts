@@ -11,15 +11,27 @@
  * twice writes the array as it is each time.
  */
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import type { Driver, Entry, IncrementOptions, KeyedLock, MakeOptions, Service, Write } from "../KvStore.js"
+import type {
+  Driver,
+  Entry,
+  IncrementOptions,
+  KeyedLock,
+  MakeOptions,
+  RateLimitAnswer,
+  RateLimitRequest,
+  Service,
+  Write
+} from "../KvStore.js"
 import { KvError, NotFound } from "../KvStore.js"
 import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "../core/counter.js"
 import { describeKind } from "../core/describe.js"
+import { INVALID_STATE, rateLimitRequestProblem, rateLimitStep } from "../core/rateLimit.js"
 import { makeErrors } from "./errors.js"
 import { makeBatchOperations } from "./frontBatches.js"
 import { makeKeyedLock } from "./keyedLock.js"
@@ -39,6 +51,9 @@ class Refusal {
 
 const KEEP: Write = { _tag: "Keep" }
 
+const textEncoder = new TextEncoder()
+const textDecoder = new TextDecoder()
+
 const functionFailed = (cause: Cause.Cause<unknown>): Effect.Effect<never, FunctionFailure> =>
   Effect.fail(new FunctionFailure(cause))
 
@@ -47,6 +62,16 @@ const functionFailed = (cause: Cause.Cause<unknown>): Effect.Effect<never, Funct
  * keeps keys out of its own errors when the store does.
  */
 export const serviceRedactsKeys = new WeakMap<Service, boolean>()
+
+/** One `KvRateLimiter` step on a key (see `Driver.rateLimit`). */
+export type RateLimit = (key: string, request: RateLimitRequest) => Effect.Effect<RateLimitAnswer, KvError>
+
+/**
+ * The rate-limit step of stores built by `make` and of their prefixed views,
+ * kept out of the public `Service`: `KvRateLimiter` looks its store up here,
+ * and runs its steps through `update` on the Effect `Clock` for any other.
+ */
+export const serviceRateLimits = new WeakMap<Service, RateLimit>()
 
 /** `Effect.isEffect` that never throws (it probes the value with `in`, which a Proxy can make throw). */
 const isEffect = (value: unknown): boolean => {
@@ -356,6 +381,34 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
           : [true, { _tag: "Put", value: current.value.value, ttl: millis }])
     })
 
+  /**
+   * The driver's own step (on the backend's clock) when it has one, else
+   * `rateLimitStep` inside `modify` on the Effect `Clock`, read while the key
+   * is held, so the steps of one key apply in clock order.
+   */
+  const rateLimit: RateLimit = (key, request) =>
+    Effect.suspend(() => {
+      const problem = rateLimitRequestProblem(request)
+      const bad = checkKey("rateLimit", key) ??
+        (problem === undefined ? undefined : invalid("rateLimit", key, `Invalid rate limit: ${problem}`))
+      if (bad !== undefined) return Effect.fail(bad)
+      if (driver.rateLimit !== undefined) {
+        return write("rateLimit", key, backend("rateLimit", key, driver.rateLimit(key, request)))
+      }
+      return modify("rateLimit", key, (current) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const stored = Option.isSome(current) ? textDecoder.decode(current.value.value) : undefined
+          const step = rateLimitStep(request, stored, now)
+          if (step === undefined) {
+            return Effect.fail(new Refusal(invalid("rateLimit", key, `Cannot rateLimit key ${quoted(key)}: ${INVALID_STATE}`)))
+          }
+          const kept: Write = step.keep === undefined
+            ? KEEP
+            : { _tag: "Put", value: textEncoder.encode(step.keep.state), ttl: step.keep.until - now }
+          return Effect.succeed([step.answer, kept] as const)
+        }))
+    })
+
   const { count, deleteMany, deletePrefix, getMany, setMany, streamEntries, streamKeys } = makeBatchOperations({
     driver,
     lock,
@@ -388,5 +441,6 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
     streamEntries
   }
   serviceRedactsKeys.set(service, redactKeys)
+  serviceRateLimits.set(service, rateLimit)
   return service
 }

@@ -14,7 +14,7 @@ import * as Stream from "effect/Stream"
 import type { Service, StreamOptions } from "../KvStore.js"
 import { KvError, NotFound } from "../KvStore.js"
 import { REDACTED } from "./errors.js"
-import { serviceRedactsKeys } from "./front.js"
+import { serviceRateLimits, serviceRedactsKeys } from "./front.js"
 import { readEntry, readIterable } from "../core/iterable.js"
 import { keyProblem, MAX_KEY_BYTES, prefixProblem, utf8Length } from "../core/key.js"
 import { valueProblem } from "../core/value.js"
@@ -164,7 +164,7 @@ const makeView = (base: Service, prefix: string): Service => {
       return bad !== undefined ? Stream.fail(bad) : Stream.mapError(f(prefix + p), fromStore)
     })
 
-  return {
+  const view: Service = {
     get: (key) => keyed("get", key, (full) => base.get(full)),
     set: (key, value, ttl) => keyed("set", key, (full) => base.set(full, value, ttl)),
     delete: (key) => keyed("delete", key, (full) => base.delete(full)),
@@ -219,4 +219,10 @@ const makeView = (base: Service, prefix: string): Service => {
       stream("streamEntries", p, (full) =>
         Stream.map(base.streamEntries(full, options), ([key, value]) => [strip(key), value] as const))
   }
+  // the store's own rate-limit step (on its clock), for KvRateLimiter over the view
+  const rateLimit = serviceRateLimits.get(base)
+  if (rateLimit !== undefined) {
+    serviceRateLimits.set(view, (key, request) => keyed("rateLimit", key, (full) => rateLimit(full, request)))
+  }
+  return view
 }

@@ -17,12 +17,16 @@
  * - **Fallback.** A batch answers each item with its own exit, or `RETRY`: the
  *   item then runs `alone` on its caller's fiber, outside the budget (e.g. a
  *   write whose key's lock was taken, which must wait for it). When the batch
- *   statement itself fails, every item of it is retried alone, so a failure
- *   reaches exactly the calls it belongs to (one bad key cannot fail its
- *   neighbours).
+ *   statement itself fails, the lane's `batchFailed` says what that means for
+ *   its items: by default each is retried alone, so a failure reaches exactly
+ *   the calls it belongs to (one bad key cannot fail its neighbours). A write
+ *   lane must not retry a batch that may have committed (its connection was
+ *   lost after it was sent): re-running it would apply its items twice, so
+ *   there every caller gets the failure instead.
  * - **Only outside transactions.** The driver sends a call inside the caller's
  *   live transaction straight to it, never here: a batch runs on the pool.
  */
+import type * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 
@@ -37,6 +41,12 @@ export interface LaneOptions<I, A, E> {
   readonly many: (items: ReadonlyArray<I>) => Effect.Effect<ReadonlyArray<Exit.Exit<A, E> | Retry>, unknown>
   /** One item on the caller's fiber, outside the budget, after `RETRY`. */
   readonly alone: (item: I) => Effect.Effect<A, E>
+  /**
+   * What the failure of a batch statement (`many`) means for every item of it:
+   * `RETRY` (each runs `alone`: nothing of the batch was written) or the failure
+   * each caller gets. Default: `RETRY`.
+   */
+  readonly batchFailed?: ((cause: Cause.Cause<unknown>) => Exit.Exit<never, E> | Retry) | undefined
   /** Items per statement. */
   readonly maxItems: number
   /** Bytes of an item (default 0) and bytes per statement: a larger item still goes, alone. */
@@ -99,6 +109,7 @@ export const makeCoalescer = (maxInFlight: number): Coalescer => {
 
   const lane = <I, A, E>(options: LaneOptions<I, A, E>): Lane<I, A, E> => {
     const { alone, many, maxItems, one } = options
+    const batchFailed = options.batchFailed ?? (() => RETRY)
     const sizeOf = options.sizeOf
     const maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY
     let waiting: Array<Waiting<I, A, E>> = []
@@ -126,8 +137,9 @@ export const makeCoalescer = (maxInFlight: number): Coalescer => {
           settle(entry, exit._tag === "Success" && exit.value === RETRY ? RETRY : exit as Exit.Exit<A, E>))
       }
       return Effect.map(Effect.exit(many(batch.map((entry) => entry.item))), (exit) => {
+        const failed = exit._tag === "Failure" ? batchFailed(exit.cause) : RETRY
         for (let i = 0; i < batch.length; i++) {
-          settle(batch[i]!, exit._tag === "Success" ? exit.value[i] ?? RETRY : RETRY)
+          settle(batch[i]!, exit._tag === "Success" ? exit.value[i] ?? RETRY : failed)
         }
       })
     }

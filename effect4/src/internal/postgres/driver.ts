@@ -4,17 +4,20 @@
  */
 import type * as SqlClient from "effect/sql/SqlClient"
 import { SqlError } from "effect/sql/SqlError"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import type { Driver, Entry, Write } from "../../KvStore.js"
+import type { Driver, Entry, RateLimitRequest, Write } from "../../KvStore.js"
 import { DriverError } from "../../KvStore.js"
 import { NOT_A_COUNTER, parseCounter } from "../../core/counter.js"
 import { keyHash } from "../../core/hash.js"
+import { INVALID_STATE, rateLimitAnswerOf } from "../../core/rateLimit.js"
 import { makeKeyedLock } from "../keyedLock.js"
 import { makeCoalescer, RETRY } from "./coalesce.js"
-import { makeConnections } from "./connection.js"
-import type { Row } from "./connection.js"
+import type { Retry } from "./coalesce.js"
+import { CommitFailure, connectionFault, connectionRefused, makeConnections, sqlErrorDetail } from "./connection.js"
+import type { Lock, Row } from "./connection.js"
 import { MAX_READ_BYTES, prefixUpperBound } from "../../core/postgresSql.js"
 import type { Statements } from "../../core/postgresSql.js"
 
@@ -23,6 +26,31 @@ export const CLEANUP_BATCH = 1000
 
 /** Keys per statement of getMany, setMany and deleteMany, and rows per deletePrefix batch. */
 export const BATCH = 1000
+
+/**
+ * Key locks one `setMany` takes in its transaction; a larger one locks the
+ * table instead (EXCLUSIVE: writers of the table wait for it, readers do not),
+ * as databases escalate many row locks to one table lock.
+ *
+ * Advisory locks live in PostgreSQL's shared lock table, sized
+ * `max_locks_per_transaction` (64 by default) × the server's connections for
+ * the whole server; when it is full, any session that needs a lock, on any
+ * table, fails with "out of shared memory". Measured (PostgreSQL 18, defaults
+ * but max_connections = 200): one transaction could take 20,000 advisory locks,
+ * not 30,000; a 40,000-key `setMany` failed, and made other sessions fail with
+ * it. 64 keeps every transaction of ours within the average the table is sized
+ * for, however many of our connections run at once; above that a batch costs
+ * one slot. The price: a `setMany` of more than 64 keys holds back the table's
+ * writers while it runs (it is one statement per 1000 keys).
+ *
+ * Not escalated (yet): statements that each hold up to `BATCH` key locks only
+ * until they end — the coalesced set/increment statements (try-locks; at most
+ * `inFlightBudget` of them per pool), `deleteMany` per 1000 keys and
+ * `deletePrefix` per 1000 rows. One pool of 10 holds at most about 10,000 at
+ * once only if all of them run such statements together; inside a caller's
+ * transaction the locks of `deleteMany` and `deletePrefix` add up.
+ */
+export const KEY_LOCKS_PER_TRANSACTION = 64
 
 /** Bytes of values per setMany statement (sent as hex text, so twice that): a larger batch takes more statements. */
 const BATCH_BYTES = 32 * 1024 * 1024
@@ -54,48 +82,109 @@ const chunksOf = <A>(items: ReadonlyArray<A>, size?: (item: A) => number): Array
 }
 
 /**
- * What went wrong, in words: `effect/sql` 4 classifies the failure in `reason`, whose
- * cause carries the server's message and SQLSTATE `code` (or the socket's error).
+ * What a lost connection (see `connectionFault`) means for the caller:
+ * - `"write"`: a statement that writes, sent on its own: it may have committed,
+ *   so its outcome is unknown, and it is never re-run (an increment would count twice);
+ * - `"rolledBack"`: a statement of a transaction before its COMMIT: nothing was written;
+ * - `"read"`: a read, already tried again (`readAgainIfLost`).
  */
-const describeSqlError = (error: SqlError): string => {
-  const cause = error.reason.cause
-  const detail = cause instanceof Error ? cause.message : error.message
-  const code = typeof cause === "object" && cause !== null ? (cause as { readonly code?: unknown }).code : undefined
-  if (/exceeds maxMessageSize/.test(detail)) {
-    return `the row is larger than the PostgreSQL client's maxMessageSize (${detail}); effect-kv values reach ` +
-      "64 MiB: give PgClient.layer maxMessageSize: 80 * 1024 * 1024 to read them"
+type AfterLoss = "write" | "rolledBack" | "read"
+
+const LOST = "the connection to PostgreSQL was lost"
+
+/** What went wrong, in words. */
+const describeSqlError = (error: SqlError, afterLoss: AfterLoss): string => {
+  const { detail } = sqlErrorDetail(error)
+  switch (connectionFault(error)) {
+    case undefined:
+      return detail
+    case "unreachable":
+      return `${LOST} (server restart, killed backend or network) before the statement was sent: ${detail}`
+    case "lost":
+      return afterLoss === "write"
+        ? `${LOST} after the statement was sent: its outcome is unknown (it may or may not have been written): ${detail}`
+        : afterLoss === "rolledBack"
+        ? `${LOST} before the transaction committed: nothing was written: ${detail}`
+        : `${LOST} (server restart, killed backend or network), again on a fresh connection: ${detail}`
   }
-  return error.reason._tag === "ConnectionError" || lostConnection(code, detail)
-    ? `the connection to PostgreSQL was lost (server restart, killed backend or network): ${detail}`
-    : detail
+}
+
+const toDriverError = (error: SqlError, afterLoss: AfterLoss): DriverError =>
+  new DriverError({ reason: "Backend", message: describeSqlError(error, afterLoss), cause: error })
+
+/**
+ * `SqlError` failures, and `SqlError` defects (a failed RELEASE SAVEPOINT in
+ * `sql.withTransaction`), become `DriverError`, a lost connection read as
+ * `afterLoss` says; a failed COMMIT of our own transaction leaves the outcome
+ * unknown when its connection was lost. Other failures pass untouched: they
+ * are the update function's, carried by the front.
+ */
+const backend = <A, E, R>(
+  effect: Effect.Effect<A, E | SqlError | CommitFailure, R>,
+  afterLoss: AfterLoss = "write"
+): Effect.Effect<A, Exclude<E, SqlError | CommitFailure> | DriverError, R> =>
+  effect.pipe(
+    Effect.catchDefect((defect) =>
+      defect instanceof SqlError ? Effect.fail(toDriverError(defect, afterLoss)) : Effect.die(defect)
+    ),
+    Effect.catchIf(
+      (error): error is SqlError | CommitFailure => error instanceof SqlError || error instanceof CommitFailure,
+      (error) => Effect.fail(error instanceof CommitFailure ? toDriverError(error.error, "write") : toDriverError(error, afterLoss))
+    )
+  ) as Effect.Effect<A, Exclude<E, SqlError | CommitFailure> | DriverError, R>
+
+/**
+ * One turn of Node's event loop (not the Effect `Clock`, which may be a
+ * `TestClock`): the pool reads what the sockets of its other killed
+ * connections say, and drops them, before the read runs again.
+ */
+const eventLoopTurn: Effect.Effect<void> = Effect.callback<void>((resume) => {
+  const timer = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(timer))
+})
+
+/**
+ * A read is idempotent, so when its connection was lost it runs again. After
+ * a failover or a restart every pooled connection may be dead at once, and
+ * node-postgres hands each out once more before it notices the closed socket
+ * (each then fails at once, without a round trip, and leaves the pool). So a
+ * read runs again up to `poolSize` times while its connection is found dead:
+ * the last attempt is on a fresh connection. A connection that cannot be made
+ * (the server down) is tried once more only: that failure reaches the caller.
+ */
+const readAgainIfLost = (poolSize: number) => <A>(read: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> => {
+  const attempt = (retriesLeft: number, refused: boolean): Effect.Effect<A, SqlError> =>
+    Effect.catchIf(
+      read,
+      (error) => retriesLeft > 0 && !refused && connectionFault(error) !== undefined,
+      (error) => Effect.andThen(eventLoopTurn, attempt(retriesLeft - 1, connectionRefused(error)))
+    )
+  return attempt(poolSize, false)
 }
 
 /**
- * Whether an error means the connection is gone or the server is not there:
- * node-postgres's own words for a dead client, socket errors, and the server's
- * admin shutdown (57P01–57P03: terminated by an administrator, crash shutdown,
- * starting up or shutting down).
+ * What the failure of a coalesced write statement means for its callers. A
+ * statement whose connection was lost after it was sent may have committed:
+ * re-running its items would apply them twice (an increment counted twice,
+ * and acknowledged), so each caller gets the failure, which says the outcome
+ * is unknown. A refusal the server reported committed nothing, so each item
+ * runs alone and fails, or not, on its own. A defect proves nothing either way.
  */
-const lostConnection = (code: unknown, detail: string): boolean =>
-  (typeof code === "string" && (/^57P0[123]$/.test(code) || /^(ECONNRESET|ECONNREFUSED|EPIPE)$/.test(code))) ||
-  /not queryable|Connection terminated/i.test(detail)
-
-const toDriverError = (error: SqlError): DriverError =>
-  new DriverError({ reason: "Backend", message: describeSqlError(error), cause: error })
-
-/**
- * `SqlError` failures, and `SqlError` defects (a failed COMMIT or ROLLBACK in
- * `sql.withTransaction`), become `DriverError`. Other failures pass untouched:
- * they are the update function's, carried by the front.
- */
-const backend = <A, E, R>(effect: Effect.Effect<A, E | SqlError, R>): Effect.Effect<A, Exclude<E, SqlError> | DriverError, R> =>
-  effect.pipe(
-    Effect.catchDefect((defect) => defect instanceof SqlError ? Effect.fail(toDriverError(defect)) : Effect.die(defect)),
-    Effect.catchIf(
-      (error): error is SqlError => error instanceof SqlError,
-      (error) => Effect.fail(toDriverError(error))
-    )
-  ) as Effect.Effect<A, Exclude<E, SqlError> | DriverError, R>
+const writeBatchFailed = (cause: Cause.Cause<unknown>): Exit.Exit<never, DriverError> | Retry => {
+  const failure = Cause.findErrorOption(cause)
+  if (Option.isSome(failure) && failure.value instanceof DriverError) {
+    return connectionFault(failure.value.cause) === "lost" ? Exit.fail(failure.value) : RETRY
+  }
+  const defect = Cause.squash(cause)
+  return Exit.fail(
+    new DriverError({
+      reason: "Backend",
+      message: `the batch statement ended with ${defect instanceof Error ? defect.message : "a defect"}: ` +
+        "its outcome is unknown (it may or may not have been written)",
+      cause: defect
+    })
+  )
+}
 
 /** The bytes of a row, or the refusal (not read) when larger than any value effect-kv writes. */
 const bytesOrError = (row: Row): Uint8Array | DriverError => {
@@ -149,16 +238,32 @@ interface SetItem {
 
 const ttlParam = (ttl: number | undefined): number | null => ttl ?? null
 
+/** Statements and transactions before `backend` makes their failures `DriverError`. */
+type Sql<A> = Effect.Effect<A, SqlError | DriverError | CommitFailure>
+
 export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Driver => {
   const { inTransaction, liveTransaction, onPool, run, withTransaction } = makeConnections(sql)
+  const readAgain = readAgainIfLost(poolSize(sql))
+  /** A read as the caller's answer: run again past dead connections, then its failure as `DriverError`. */
+  const backendRead = <A>(read: Effect.Effect<A, SqlError>): Effect.Effect<A, DriverError> => backend(readAgain(read), "read")
   const hashOf = (key: string): string => keyHash(key).toString()
 
-  const getWith = (runner: typeof run) => (key: string) =>
-    backend(runner(statements.get, [key])).pipe(
-      Effect.flatMap((rows) => (rows.length === 0 ? Effect.succeed(Option.none()) : Effect.map(bytesOf(rows[0]!), Option.some)))
-    )
+  /**
+   * `inTransaction` as the driver's: a lost connection before COMMIT wrote
+   * nothing; a failed COMMIT (a `CommitFailure`, for `backend`) may have.
+   */
+  const ownTransaction = <A, E, R>(lock: Lock | undefined, body: Effect.Effect<A, E, R>) =>
+    Effect.catchIf(
+      inTransaction(lock, body),
+      (error): error is SqlError => error instanceof SqlError,
+      (error) => Effect.fail(toDriverError(error, "rolledBack"))
+    ) as Effect.Effect<A, Exclude<E, SqlError> | DriverError | CommitFailure, R>
+
+  const fromGetRows = (rows: ReadonlyArray<Row>) =>
+    rows.length === 0 ? Effect.succeed(Option.none()) : Effect.map(bytesOf(rows[0]!), Option.some)
+  const getWith = (runner: typeof run) => (key: string) => Effect.flatMap(backendRead(runner(statements.get, [key])), fromGetRows)
   const getOnPool = getWith(onPool)
-  const hasOnPool = (key: string) => backend(Effect.map(onPool(statements.has, [key]), (rows) => rows.length > 0))
+  const hasOnPool = (key: string) => backendRead(Effect.map(onPool(statements.has, [key]), (rows) => rows.length > 0))
   const setOnPool = (item: SetItem) =>
     backend(Effect.asVoid(onPool(statements.set, [item.hash, item.key, item.value, item.ttl])))
 
@@ -170,12 +275,13 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
   const distinctKeys = <I>(items: ReadonlyArray<I>, keyOf: (item: I) => string): Array<string> =>
     Array.from(new Set(items.map(keyOf)))
 
+  // a read batch that fails is retried item by item (the default `batchFailed`), each past dead connections
   const getLane = coalescer.lane<string, Option.Option<Uint8Array>, DriverError>({
     one: getOnPool,
     alone: getOnPool,
     maxItems: BATCH,
     many: (keys) =>
-      Effect.map(backend(onPool(statements.getMany, [distinctKeys(keys, (key) => key)])), (rows) => {
+      Effect.map(backend(onPool(statements.getMany, [distinctKeys(keys, (key) => key)]), "read"), (rows) => {
         const found = new Map<string, Row>()
         for (const row of rows) found.set(String(row["key"]), row)
         return keys.map((key) => {
@@ -192,7 +298,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     alone: hasOnPool,
     maxItems: BATCH,
     many: (keys) =>
-      Effect.map(backend(onPool(statements.hasMany, [distinctKeys(keys, (key) => key)])), (rows) => {
+      Effect.map(backend(onPool(statements.hasMany, [distinctKeys(keys, (key) => key)]), "read"), (rows) => {
         const live = new Set(rows.map((row) => String(row["key"])))
         return keys.map((key) => Exit.succeed(live.has(key)))
       })
@@ -214,6 +320,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
         (rows) => (rows.length > 0 ? undefined : RETRY)
       )),
     alone: (item) => waitingWrites.withLock(item.key, setOnPool(item)),
+    batchFailed: writeBatchFailed,
     maxItems: BATCH,
     sizeOf: (item) => item.value.length,
     maxBytes: SET_BATCH_BYTES,
@@ -249,7 +356,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
 
   const get = unlessInTransaction(getWith(run), getLane.run)
   const has = unlessInTransaction(
-    (key: string) => backend(Effect.map(run(statements.has, [key]), (rows) => rows.length > 0)),
+    (key: string) => backendRead(Effect.map(run(statements.has, [key]), (rows) => rows.length > 0)),
     hasLane.run
   )
   const setItem = unlessInTransaction(
@@ -260,7 +367,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
   /** A write statement that runs at once unless an update of the key is in flight; then `locked` runs after it. */
   const unlessLocked = (
     free: Effect.Effect<ReadonlyArray<Row>, SqlError>,
-    locked: (hash: string) => Effect.Effect<ReadonlyArray<Row>, SqlError>,
+    locked: (hash: string) => Effect.Effect<ReadonlyArray<Row>, SqlError | DriverError | CommitFailure>,
     hash: string
   ) =>
     Effect.flatMap(free, (rows) =>
@@ -273,10 +380,10 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
    * as a fresh statement, whose snapshot sees what the lock's holder committed.
    */
   const afterLock = (hash: string, statement: string, params: ReadonlyArray<unknown>) =>
-    Effect.flatMap(liveTransaction, (transaction) =>
+    Effect.flatMap(liveTransaction, (transaction): Sql<ReadonlyArray<Row>> =>
       Option.isSome(transaction)
         ? Effect.andThen(run(statements.lockKey, [hash]), run(statement, params))
-        : inTransaction([statements.lockKey, [hash]], run(statement, params)))
+        : ownTransaction([statements.lockKey, [hash]], run(statement, params)))
 
   const delete_ = (key: string) => {
     const hash = hashOf(key)
@@ -325,9 +432,9 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
       Effect.flatMap(([result, write]) => Effect.as(writeRow(key, hash, write), result))
     )
     return backend(
-      Effect.flatMap(liveTransaction, (transaction) =>
+      Effect.flatMap(liveTransaction, (transaction): Effect.Effect<A, E | SqlError | DriverError | CommitFailure, R> =>
         Option.isNone(transaction)
-          ? inTransaction([statements.lockKey, [hash]], body)
+          ? ownTransaction([statements.lockKey, [hash]], body)
           : withTransaction(Effect.andThen(run(statements.lockKey, [hash]), body)))
     ) as Effect.Effect<A, E | DriverError, R>
   }
@@ -339,7 +446,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
       : upper === undefined
       ? run(statements.keysFrom, [prefix])
       : run(statements.keysInRange, [prefix, upper])
-    return backend(Effect.map(query, (rows) => rows.map((row) => String(row["key"]))))
+    return backendRead(Effect.map(query, (rows) => rows.map((row) => String(row["key"]))))
   }
 
   /** Runs `batch` until a batch comes back short or `mayGoOn` says stop; the total. */
@@ -411,6 +518,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
       )),
     many: incrementMany,
     alone: (item) => waitingWrites.withLock(item.key, incrementAlone(item)),
+    batchFailed: writeBatchFailed,
     maxItems: BATCH
   })
   const incrementItem = unlessInTransaction(incrementWith(run), incrementLane.run)
@@ -419,9 +527,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     incrementItem({ key, hash: hashOf(key), by, ttl: ttlParam(ttl) })
 
   const getMany = (keys: ReadonlyArray<string>) =>
-    backend(
-      Effect.forEach(chunksOf(keys), (chunk) => run(statements.getMany, [chunk]), { concurrency: 1 })
-    ).pipe(
+    Effect.forEach(chunksOf(keys), (chunk) => backendRead(run(statements.getMany, [chunk])), { concurrency: 1 }).pipe(
       Effect.flatMap((results) => {
         const found = new Map<string, Row>()
         for (const rows of results) for (const row of rows) found.set(String(row["key"]), row)
@@ -433,26 +539,37 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     )
 
   /**
-   * All or nothing: one statement for up to `BATCH` keys, else one transaction
-   * (or the caller's) over several. Every statement takes its keys' locks in
-   * key_hash order, and the entries are split in that order, so a transaction
-   * of several statements also takes its locks in one ascending order.
+   * All or nothing. Up to `KEY_LOCKS_PER_TRANSACTION` keys: one statement that
+   * takes its keys' locks in key_hash order (so two batches never wait for each
+   * other in a cycle). More: one transaction (or the caller's) that locks the
+   * table (`lockTable`, one lock-table slot however many keys), then writes
+   * `BATCH` keys per statement. Once it holds the table lock no writer of the
+   * table is running or can start, so the keys' locks are not needed: an
+   * update that holds a key's lock has not read its row yet (it reads with
+   * `FOR UPDATE`, which waits for the table lock) and then sees the batch's
+   * value; the try-lock statements and `deletePrefix` wait for the table lock
+   * at their start. The batch waits for nothing once it holds the table, so it
+   * is in no deadlock of its own making.
    */
   const setMany = (entries: ReadonlyArray<readonly [string, Uint8Array]>, ttl: number | undefined) => {
     const sorted = entries.map(([key, value]) => ({ key, value, hash: keyHash(key) })).sort(byHash)
-    const chunks = chunksOf(sorted, (entry) => entry.value.length)
-    const statement = (chunk: ReadonlyArray<Hashed & { readonly value: Uint8Array }>) =>
-      run(statements.setMany, [
+    const statement = (text: string) => (chunk: ReadonlyArray<Hashed & { readonly value: Uint8Array }>) =>
+      run(text, [
         chunk.map((e) => e.hash.toString()),
         chunk.map((e) => e.key),
         chunk.map((e) => e.value),
         ttlParam(ttl)
       ])
-    if (chunks.length === 1) return backend(Effect.asVoid(statement(chunks[0]!)))
-    const all = Effect.forEach(chunks, statement, { discard: true })
+    const chunks = chunksOf(sorted, (entry) => entry.value.length)
+    const escalate = sorted.length > KEY_LOCKS_PER_TRANSACTION
+    if (chunks.length === 1 && !escalate) return backend(Effect.asVoid(statement(statements.setMany)(chunks[0]!)))
+    // a few keys of large values: several statements, each taking its keys' locks (in one ascending order)
+    const all = Effect.forEach(chunks, statement(escalate ? statements.setManyLocked : statements.setMany), { discard: true })
     return backend(
-      Effect.flatMap(liveTransaction, (transaction) =>
-        Option.isSome(transaction) ? withTransaction(all) : inTransaction(undefined, all))
+      Effect.flatMap(liveTransaction, (transaction): Sql<void> =>
+        Option.isSome(transaction)
+          ? withTransaction(escalate ? Effect.andThen(run(statements.lockTable, []), all) : all)
+          : ownTransaction(escalate ? [statements.lockTable, []] : undefined, all))
     )
   }
 
@@ -468,11 +585,11 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
         const hashes = chunk.map((e) => e.hash.toString())
         const chunkKeys = chunk.map((e) => e.key)
         return run(statements.deleteManyIfFree, [hashes, chunkKeys]).pipe(
-          Effect.flatMap((rows) =>
-            rows[0]?.["free"] === true ? Effect.succeed(rows) : Effect.flatMap(liveTransaction, (transaction) =>
+          Effect.flatMap((rows): Sql<ReadonlyArray<Row>> =>
+            rows[0]?.["free"] === true ? Effect.succeed(rows) : Effect.flatMap(liveTransaction, (transaction): Sql<ReadonlyArray<Row>> =>
               Option.isSome(transaction)
                 ? Effect.andThen(run(statements.lockKeys, [hashes]), run(statements.deleteManyLocked, [chunkKeys]))
-                : inTransaction([statements.lockKeys, [hashes]], run(statements.deleteManyLocked, [chunkKeys])))
+                : ownTransaction([statements.lockKeys, [hashes]], run(statements.deleteManyLocked, [chunkKeys])))
           ),
           Effect.map((rows) => total + Number(rows[0]?.["deleted"] ?? 0))
         )
@@ -507,19 +624,41 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
 
   const count = (prefix: string) => {
     const { params, ranged } = rangeOf(prefix)
-    return backend(Effect.map(run(ranged.count, params), (rows) => Number(rows[0]?.["n"] ?? 0)))
+    return backendRead(Effect.map(run(ranged.count, params), (rows) => Number(rows[0]?.["n"] ?? 0)))
   }
 
   const keysPage = (prefix: string, after: string | undefined, limit: number) => {
     const { params, ranged } = rangeOf(prefix)
-    return backend(Effect.map(run(ranged.keysPage, [...params, after ?? "", limit]), (rows) => rows.map((row) => String(row["key"]))))
+    return backendRead(Effect.map(run(ranged.keysPage, [...params, after ?? "", limit]), (rows) => rows.map((row) => String(row["key"]))))
   }
 
   const entriesPage = (prefix: string, after: string | undefined, limit: number) => {
     const { params, ranged } = rangeOf(prefix)
-    return backend(run(ranged.entriesPage, [...params, after ?? "", limit])).pipe(
+    return backendRead(run(ranged.entriesPage, [...params, after ?? "", limit])).pipe(
       Effect.flatMap((rows) => Effect.forEach(rows, (row) => Effect.map(bytesOf(row), (value) => [String(row["key"]), value] as const)))
     )
+  }
+
+  /** One statement on the database's clock, under the key's lock (see `rateLimitStatement` in postgresSql.ts). */
+  const rateLimit = (key: string, request: RateLimitRequest) => {
+    const statement = request.algorithm === "fixed-window"
+      ? run(statements.rateLimitFixedWindow, [hashOf(key), key, request.tokens, request.refillMillis, request.limit ?? null])
+      : run(statements.rateLimitTokenBucket, [
+        hashOf(key),
+        key,
+        request.tokens,
+        request.refillMillis,
+        request.limit,
+        request.allowOverflow
+      ])
+    return Effect.flatMap(backend(statement), (rows) => {
+      const row = rows[0]
+      if (row === undefined) return Effect.fail(new DriverError({ reason: "InvalidArgument", message: INVALID_STATE }))
+      const answer = rateLimitAnswerOf(request, String(row["kept"]), row["admitted"] === true, Number(row["now"]))
+      return answer === undefined
+        ? Effect.fail(new DriverError({ reason: "Backend", message: `the rate limiter step kept ${String(row["kept"])}` }))
+        : Effect.succeed(answer)
+    })
   }
 
   return {
@@ -534,7 +673,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     sweep: deleteInBatches(run(statements.sweepBatch, [CLEANUP_BATCH]), (row) => row?.["mine"] === true),
     has,
     timeToLive: (key) =>
-      backend(Effect.map(run(statements.timeToLive, [key]), (rows) =>
+      backendRead(Effect.map(run(statements.timeToLive, [key]), (rows) =>
         rows.length === 0
           ? Option.none()
           : Option.some(rows[0]!["ms"] === null ? undefined : Math.max(0, Number(rows[0]!["ms"]))))),
@@ -548,6 +687,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     deletePrefix,
     count,
     keysPage,
-    entriesPage
+    entriesPage,
+    rateLimit
   }
 }
