@@ -24,3 +24,10 @@ export * as MemoryStore from "./MemoryStore.js"
  * @since 2.0.0
  */
 export * as PostgresStore from "./PostgresStore.js"
+
+/**
+ * Effect 4's `KeyValueStore` (`effect/persistence`) served by the `KvStore` in context.
+ *
+ * @since 2.0.0
+ */
+export * as KvKeyValueStore from "./KvKeyValueStore.js"
