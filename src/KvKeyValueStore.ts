@@ -3,18 +3,24 @@
  * a program written against `KeyValueStore` (and its `forSchema`) runs on any
  * effect-kv backend by changing one layer.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
+import "./internal/effectLine.js" // first: refuses to load next to another Effect major, saying so
 import * as PlatformError from "@effect/platform/Error"
 import * as KeyValueStore from "@effect/platform/KeyValueStore"
 import * as Effect from "effect/Effect"
 import * as Encoding from "effect/Encoding"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import { bridgeOptions } from "./internal/options.js"
 import * as KvStore from "./KvStore.js"
 
 /**
- * @since 0.2.0
+ * Options of `make` and `layer`. An unknown name or a value of the wrong type
+ * makes every operation fail with `PlatformError` `BadArgument` whose `cause`
+ * is a `KvError` (`InvalidArgument`, op `"layer"`) naming the option.
+ *
+ * @since 0.1.0
  * @category models
  */
 export interface Options {
@@ -69,11 +75,14 @@ class Missing {
  * becomes a `PlatformError` (`BadArgument` for an invalid key, `SystemError`
  * otherwise) whose `cause` is the `KvError`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category constructors
  */
-export const make = (store: KvStore.Service, options?: Options): KeyValueStore.KeyValueStore => {
-  const prefix = options?.prefix ?? ""
+export const make = (store: KvStore.Service, options?: Options): KeyValueStore.KeyValueStore =>
+  makeFor("KvKeyValueStore.make", store, options)
+
+const makeFor = (where: string, kvStore: KvStore.Service, options: Options | undefined): KeyValueStore.KeyValueStore => {
+  const { prefix, store } = bridgeOptions(where, kvStore, options, "")
   const full = (key: string) => `${prefix}${key}`
   const fail = (method: string, key?: string) => Effect.mapError(toPlatformError(method, key))
 
@@ -123,8 +132,11 @@ export const make = (store: KvStore.Service, options?: Options): KeyValueStore.K
  * `KvKeyValueStore.layer({ prefix: "app/" }).pipe(Layer.provide(MemoryStore.layer()))`
  * in place of `KeyValueStore.layerMemory`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category layers
  */
 export const layer = (options?: Options): Layer.Layer<KeyValueStore.KeyValueStore, never, KvStore.KvStore> =>
-  Layer.effect(KeyValueStore.KeyValueStore, Effect.map(KvStore.KvStore, (store) => make(store, options)))
+  Layer.effect(
+    KeyValueStore.KeyValueStore,
+    Effect.map(KvStore.KvStore, (store) => makeFor("KvKeyValueStore.layer", store, options))
+  )

@@ -7,17 +7,23 @@
  * A subpath entry (`effect-kv/KvPersistence`): `@effect/experimental` is an
  * optional peer dependency, loaded only by those who import this module.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
+import "./internal/effectLine.js" // first: refuses to load next to another Effect major, saying so
 import * as Persistence from "@effect/experimental/Persistence"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import { bridgeOptions } from "./internal/options.js"
 import * as KvStore from "./KvStore.js"
 
 /**
- * @since 0.2.0
+ * Options of `layer` and `layerResult`. An unknown name or a value of the
+ * wrong type makes every operation fail with `PersistenceBackingError` whose
+ * `cause` is a `KvError` (`InvalidArgument`, op `"layer"`) naming the option.
+ *
+ * @since 0.1.0
  * @category models
  */
 export interface Options {
@@ -53,7 +59,7 @@ const decode = (method: string, bytes: Uint8Array) =>
  * A `BackingPersistenceStore` over a `KvStore` service, keyed under
  * `namespace` (e.g. `"persistence/users/"`).
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category constructors
  */
 export const makeStore = (store: KvStore.Service, namespace: string): Persistence.BackingPersistenceStore => {
@@ -136,14 +142,20 @@ export const makeStore = (store: KvStore.Service, namespace: string): Persistenc
  * Store ids should not contain `/`: `clear` of store `"a"` would also remove
  * the entries of store `"a/b"`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category layers
  */
 export const layer = (options?: Options): Layer.Layer<Persistence.BackingPersistence, never, KvStore.KvStore> =>
+  layerFor("KvPersistence.layer", options)
+
+const layerFor = (
+  where: string,
+  options: Options | undefined
+): Layer.Layer<Persistence.BackingPersistence, never, KvStore.KvStore> =>
   Layer.effect(
     Persistence.BackingPersistence,
-    Effect.map(KvStore.KvStore, (store) => {
-      const prefix = options?.prefix ?? DEFAULT_PREFIX
+    Effect.map(KvStore.KvStore, (kvStore) => {
+      const { prefix, store } = bridgeOptions(where, kvStore, options, DEFAULT_PREFIX)
       return Persistence.BackingPersistence.of({
         [Persistence.BackingPersistenceTypeId]: Persistence.BackingPersistenceTypeId,
         make: (storeId) => Effect.succeed(makeStore(store, `${prefix}${storeId}/`))
@@ -155,8 +167,8 @@ export const layer = (options?: Options): Layer.Layer<Persistence.BackingPersist
  * `ResultPersistence` (what `PersistedCache.make` needs) on the `KvStore` in
  * context: `Persistence.layerResult` over `layer(options)`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category layers
  */
 export const layerResult = (options?: Options): Layer.Layer<Persistence.ResultPersistence, never, KvStore.KvStore> =>
-  Persistence.layerResult.pipe(Layer.provide(layer(options)))
+  Persistence.layerResult.pipe(Layer.provide(layerFor("KvPersistence.layerResult", options)))

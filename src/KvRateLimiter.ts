@@ -25,16 +25,24 @@
  * A subpath entry (`effect-kv/KvRateLimiter`): `@effect/experimental` is an
  * optional peer dependency, loaded only by those who import this module.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
+import "./internal/effectLine.js" // first: refuses to load next to another Effect major, saying so
 import * as RateLimiter from "@effect/experimental/RateLimiter"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as internal from "./internal/rateLimiter.js"
+import { bridgeOptions } from "./internal/options.js"
 import * as KvStore from "./KvStore.js"
 
+const DEFAULT_PREFIX = "ratelimit/"
+
 /**
- * @since 0.2.0
+ * Options of `makeStore` and `layerStore`. An unknown name or a value of the
+ * wrong type makes every operation fail with `RateLimitStoreError` whose
+ * `cause` is a `KvError` (`InvalidArgument`, op `"layer"`) naming the option.
+ *
+ * @since 0.1.0
  * @category models
  */
 export interface Options {
@@ -48,11 +56,20 @@ export interface Options {
 /**
  * A `RateLimiterStore` over a `KvStore` service.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category constructors
  */
-export const makeStore: (store: KvStore.Service, options?: Options) => RateLimiter.RateLimiterStore["Type"] =
-  internal.makeStore
+export const makeStore = (store: KvStore.Service, options?: Options): RateLimiter.RateLimiterStore["Type"] =>
+  makeStoreFor("KvRateLimiter.makeStore", store, options)
+
+const makeStoreFor = (
+  where: string,
+  kvStore: KvStore.Service,
+  options: Options | undefined
+): RateLimiter.RateLimiterStore["Type"] => {
+  const { prefix, store } = bridgeOptions(where, kvStore, options, DEFAULT_PREFIX)
+  return internal.makeStore(store, { prefix })
+}
 
 /**
  * Provides `RateLimiterStore` from the `KvStore` in context; with
@@ -60,8 +77,11 @@ export const makeStore: (store: KvStore.Service, options?: Options) => RateLimit
  * every instance sharing the store. Failures are `RateLimitStoreError`s
  * whose `cause` is the `KvError`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category layers
  */
 export const layerStore = (options?: Options): Layer.Layer<RateLimiter.RateLimiterStore, never, KvStore.KvStore> =>
-  Layer.effect(RateLimiter.RateLimiterStore, Effect.map(KvStore.KvStore, (store) => makeStore(store, options)))
+  Layer.effect(
+    RateLimiter.RateLimiterStore,
+    Effect.map(KvStore.KvStore, (store) => makeStoreFor("KvRateLimiter.layerStore", store, options))
+  )

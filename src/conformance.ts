@@ -22,8 +22,9 @@
  *
  * Needs `@effect/vitest` (0.30, the Effect 3 line) and `vitest`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
+import "./internal/effectLine.js" // first: refuses to load next to another Effect major, saying so
 import { assert, describe, layer } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
@@ -40,6 +41,7 @@ import * as Either from "effect/Either"
 import { randomUUID } from "node:crypto"
 import { batchConformance } from "./internal/batchConformance.js"
 import { rateLimitConformance } from "./internal/rateLimitConformance.js"
+import { schemaConformance } from "./internal/schemaConformance.js"
 import { byUtf8Bytes, bytes, loose, sleepReal, text, within } from "./internal/conformanceHelpers.js"
 import * as KvStore from "./KvStore.js"
 
@@ -79,7 +81,7 @@ const counter = (current: Option.Option<Uint8Array>): number =>
  * operation it calls (`"set: …"`), which is the `op` the refusal must name.
  * `call` only calls the method, so a method that throws makes `call` throw.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export type HostileCase = readonly [name: string, call: (store: KvStore.KvStore.Service) => Effect.Effect<unknown, unknown>]
@@ -110,7 +112,7 @@ const throwingProxy = (target: object = {}): object =>
  * (some cases detach an array). The same bad call must give the same `reason`,
  * `op` and `key` on every backend: compare runs with `hostileOutcomes`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export const hostileCases = (prefix: string): ReadonlyArray<HostileCase> => {
@@ -224,13 +226,17 @@ export const hostileCases = (prefix: string): ReadonlyArray<HostileCase> => {
  * How a backend refused a hostile case, comparable across backends: the
  * case's prefix appears as `<prefix>` in `key` and `message`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export interface HostileOutcome {
+  /** The `KvError`'s `op`. */
   readonly op: string
+  /** The `KvError`'s `reason`. */
   readonly reason: string
+  /** The `KvError`'s `key`, with the case's prefix as `<prefix>`. */
   readonly key: string | undefined
+  /** The `KvError`'s message, with the case's prefix as `<prefix>`. */
   readonly message: string
 }
 
@@ -242,7 +248,7 @@ const outcomesByBackend = new Map<string, Map<string, HostileOutcome>>()
  * `conformance`) in this test file, by case name; empty before its hostile
  * tests ran.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export const hostileOutcomes = (backend: string): ReadonlyMap<string, HostileOutcome> =>
@@ -253,7 +259,7 @@ export const hostileOutcomes = (backend: string): ReadonlyMap<string, HostileOut
  * (the contract's promise; messages may differ), one line per case; cases
  * only one of them ran are listed too.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export const hostileDifferences = (a: string, b: string): ReadonlyArray<string> => {
@@ -285,7 +291,7 @@ const describeThrown = (thrown: unknown): string => {
  * or, as the failure, what broke the contract (a synchronous throw, a
  * success, a defect, another error).
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export const runHostileCase = (
@@ -322,7 +328,9 @@ export const runHostileCase = (
   })
 
 /**
- * @since 0.2.0
+ * Options of `conformance`: what the suite must know about the backend.
+ *
+ * @since 0.1.0
  * @category models
  */
 export interface ConformanceOptions {
@@ -334,7 +342,7 @@ export interface ConformanceOptions {
  * Registers the whole suite as a `describe` block named after the backend,
  * building `store` once for all its tests.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category tests
  */
 export const conformance = (
@@ -1548,5 +1556,8 @@ export const conformance = (
   })
   // batches, prefixes, streams and namespaces (Version 2): a suite of its own on the same store
   batchConformance(name, store, { databaseClock: options.databaseClock === true })
+  // the rate limiter's step (Driver.rateLimit or the front's) on the same store
   rateLimitConformance(name, store, { databaseClock: options.databaseClock === true })
+  // typed values (Version 3): the whole forSchema view on the same store
+  schemaConformance(name, store)
 }

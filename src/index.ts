@@ -3,32 +3,44 @@
  *
  * @since 0.1.0
  */
+import "./internal/effectLine.js" // first: refuses to load next to another Effect major, saying so
 
 /**
- * The `KvStore` service tag, its errors and accessors.
+ * The `KvStore` service tag, its `Service`, errors, accessors and the
+ * `prefixed` and `forSchema` views.
  *
  * @since 0.1.0
  */
 export * as KvStore from "./KvStore.js"
 
 /**
- * An in-process `KvStore` backed by a `Ref`.
+ * An in-process `KvStore`: entries in memory, expiry on the Effect `Clock`,
+ * an optional least-recently-used bound.
  *
  * @since 0.1.0
  */
 export * as MemoryStore from "./MemoryStore.js"
 
 /**
- * A shared `KvStore` on PostgreSQL through `@effect/sql`.
+ * A `KvStore` shared by every instance of an application, on PostgreSQL
+ * through `@effect/sql`.
  *
  * @since 0.1.0
  */
 export * as PostgresStore from "./PostgresStore.js"
 
 /**
+ * For authors of a backend: the `Driver` interface that `KvStore.make` turns
+ * into a store.
+ *
+ * @since 0.1.0
+ */
+export * as KvDriver from "./KvDriver.js"
+
+/**
  * `@effect/platform`'s `KeyValueStore` served by the `KvStore` in context.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
 export * as KvKeyValueStore from "./KvKeyValueStore.js"
 
@@ -36,13 +48,13 @@ export * as KvKeyValueStore from "./KvKeyValueStore.js"
  * `@effect/experimental`'s `BackingPersistence` and `ResultPersistence`
  * (behind `PersistedCache`) on the `KvStore` in context.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
 export * as KvPersistence from "./KvPersistence.js"
 
 /**
  * `@effect/experimental`'s `RateLimiterStore` on the `KvStore` in context.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
 export * as KvRateLimiter from "./KvRateLimiter.js"

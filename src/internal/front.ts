@@ -17,17 +17,8 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import type {
-  Driver,
-  Entry,
-  IncrementOptions,
-  KeyedLock,
-  MakeOptions,
-  RateLimitAnswer,
-  RateLimitRequest,
-  Service,
-  Write
-} from "../KvStore.js"
+import type { Driver, Entry, KeyedLock, RateLimitAnswer, RateLimitRequest, Write } from "../KvDriver.js"
+import type { IncrementOptions, MakeOptions, Service } from "../KvStore.js"
 import { KvError, NotFound } from "../KvStore.js"
 import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "../core/counter.js"
 import { describeKind } from "../core/describe.js"
