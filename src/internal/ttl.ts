@@ -74,9 +74,49 @@ const rawMillis = (input: unknown, what: string): Decoded => {
     return finite(millis, what)
   }
   if (Duration.isDuration(input)) {
-    return Duration.isFinite(input) ? finite(Duration.toMillis(input), what) : ok(Infinity)
+    // Effect 4's durations can be negative (down to -Infinity): never "no expiry"
+    const millis = Duration.toMillis(input)
+    if (!(millis >= 0)) return refuse(`${what} must not be negative, got ${Duration.format(input)}`)
+    return Duration.isFinite(input) ? finite(millis, what) : ok(Infinity)
   }
+  if (input === "Infinity") return ok(Infinity) // Effect 4's spelling of an infinite input
+  if (typeof input === "object" && input !== null) return objectMillis(input as Record<string, unknown>, what)
   return refuse(`${what} must be a Duration, number, bigint, [seconds, nanos] or string, got ${describeKind(input)}`)
+}
+
+const OBJECT_UNIT_MILLIS: Record<string, number> = {
+  weeks: 604_800_000,
+  days: 86_400_000,
+  hours: 3_600_000,
+  minutes: 60_000,
+  seconds: 1000,
+  milliseconds: 1,
+  microseconds: 1e-3,
+  nanoseconds: 1e-6
+}
+
+/**
+ * Effect 4's `{ seconds: 30, milliseconds: 5 }` form (Effect 3 has none): every field a
+ * non-negative finite number, no other field, so a typo never becomes "no expiry".
+ */
+const objectMillis = (input: Record<string, unknown>, what: string): Decoded => {
+  const proto = Object.getPrototypeOf(input)
+  if ((proto !== Object.prototype && proto !== null) || Object.keys(input).length === 0) {
+    return refuse(`${what} given as an object must be a plain object with fields among ${Object.keys(OBJECT_UNIT_MILLIS).join(", ")}`)
+  }
+  let millis = 0
+  let positive = false
+  for (const [field, amount] of Object.entries(input)) {
+    const unit = OBJECT_UNIT_MILLIS[field]
+    if (unit === undefined) return refuse(`${what} given as an object has an unknown field ${JSON.stringify(field)}`)
+    if (amount === undefined) continue
+    if (typeof amount !== "number" || !Number.isFinite(amount) || amount < 0) {
+      return refuse(`${what} field ${field} must be a non-negative finite number, got ${describeKind(amount)}`)
+    }
+    if (amount > 0) positive = true
+    millis += amount * unit
+  }
+  return millis === 0 && positive ? ok(MIN_TTL_MILLIS) : finite(millis, what)
 }
 
 /**

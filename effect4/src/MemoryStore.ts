@@ -1,0 +1,78 @@
+/**
+ * An in-process `KvStore`: entries in memory, expiry on the Effect `Clock`
+ * (so `TestClock` drives it), a sweeper fiber in the scope and an optional
+ * least-recently-used bound.
+ *
+ * @since 0.1.0
+ */
+import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import { makeMemoryDriver } from "./internal/memoryDriver.js"
+import * as KvStore from "./KvStore.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** The sweeper fiber's period, default 1 minute: a positive, finite duration. */
+  readonly cleanupInterval?: Duration.Input | undefined
+  /** An optional bound on the number of entries: a positive integer; the least recently used go first. */
+  readonly maxEntries?: number | undefined
+  /** Keep keys out of errors and spans (see `KvStore.MakeOptions`). Default `false`. */
+  readonly redactKeys?: boolean | undefined
+}
+
+const DEFAULT_CLEANUP_INTERVAL = Duration.minutes(1)
+
+/**
+ * Builds a memory-backed store and forks its sweeper into the scope; closing
+ * the scope stops it. Fails with `KvError` (`InvalidArgument`, op `"layer"`)
+ * only for invalid options: `maxEntries` must be a positive integer and
+ * `cleanupInterval` a positive finite duration.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make = (options?: Options): Effect.Effect<KvStore.Service, KvStore.KvError, Scope.Scope> =>
+  Effect.suspend(() => {
+    const maxEntries = options?.maxEntries
+    if (maxEntries !== undefined && !(Number.isSafeInteger(maxEntries) && maxEntries > 0)) {
+      return Effect.fail(KvStore.KvError.invalidArgument(
+        "layer",
+        `Invalid MemoryStore option: maxEntries must be a positive integer, got ${
+          typeof maxEntries === "number" ? maxEntries : typeof maxEntries
+        }`
+      ))
+    }
+    return KvStore.make(makeMemoryDriver(maxEntries), {
+      cleanupInterval: options?.cleanupInterval ?? DEFAULT_CLEANUP_INTERVAL,
+      redactKeys: options?.redactKeys
+    })
+  })
+
+/**
+ * Provides `KvStore` in memory. With `maxEntries`, writing a new key beyond
+ * the bound evicts the least recently used entry (`get`, `set` and `update`
+ * count as use, `keys` does not).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options?: Options): Layer.Layer<KvStore.KvStore, KvStore.KvError> =>
+  Layer.effect(KvStore.KvStore, make(options))
+
+/**
+ * Like `layer`, with the options read from `Config`, e.g.
+ * `MemoryStore.layerConfig({ maxEntries: Config.integer("KV_MAX_ENTRIES") })`.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Wrap<Options>
+): Layer.Layer<KvStore.KvStore, KvStore.KvError | Config.ConfigError> =>
+  Layer.unwrap(Effect.map(Config.unwrap(config), layer))
