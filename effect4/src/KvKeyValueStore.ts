@@ -12,14 +12,21 @@
  *
  * @since 2.0.0
  */
+import "./internal/effectLine.js" // first: refuses to load next to another Effect major, saying so
 import * as Effect from "effect/Effect"
 import * as Base64 from "effect/encoding/Base64"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as KeyValueStore from "effect/persistence/KeyValueStore"
+import { bridgeOptions } from "./internal/options.js"
 import * as KvStore from "./KvStore.js"
+import { describeKind } from "./core/describe.js"
 
 /**
+ * Options of `make` and `layer`. An unknown name or a value of the wrong type
+ * makes every operation fail with `KeyValueStoreError` whose `cause`
+ * is a `KvError` (`InvalidArgument`, op `"layer"`) naming the option.
+ *
  * @since 2.0.0
  * @category models
  */
@@ -73,8 +80,11 @@ class Missing {
  * @since 2.0.0
  * @category constructors
  */
-export const make = (store: KvStore.Service, options?: Options): KeyValueStore.KeyValueStore => {
-  const prefix = options?.prefix ?? ""
+export const make = (store: KvStore.Service, options?: Options): KeyValueStore.KeyValueStore =>
+  makeFor("KvKeyValueStore.make", store, options)
+
+const makeFor = (where: string, kvStore: KvStore.Service, options: Options | undefined): KeyValueStore.KeyValueStore => {
+  const { prefix, store } = bridgeOptions(where, kvStore, options, "")
   const toError = (method: string, key?: unknown) => (error: KvStore.KvError) =>
     keyValueStoreError(method, error.message, key, error)
 
@@ -86,7 +96,7 @@ export const make = (store: KvStore.Service, options?: Options): KeyValueStore.K
   ): Effect.Effect<A, KeyValueStore.KeyValueStoreError> =>
     typeof key === "string"
       ? Effect.mapError(Effect.suspend(() => f(`${prefix}${key}`)), toError(method, key))
-      : Effect.fail(keyValueStoreError(method, `the key must be a string, got ${typeof key}`, undefined))
+      : Effect.fail(keyValueStoreError(method, `Invalid key for ${method}: expected a string, got ${describeKind(key)}`, undefined))
 
   const modifyBytes = <A>(method: string, key: string, f: (current: Uint8Array) => readonly [Uint8Array, A]) =>
     withKey(method, key, (full) =>
@@ -140,4 +150,7 @@ export const make = (store: KvStore.Service, options?: Options): KeyValueStore.K
  * @category layers
  */
 export const layer = (options?: Options): Layer.Layer<KeyValueStore.KeyValueStore, never, KvStore.KvStore> =>
-  Layer.effect(KeyValueStore.KeyValueStore, Effect.map(KvStore.KvStore, (store) => make(store, options)))
+  Layer.effect(
+    KeyValueStore.KeyValueStore,
+    Effect.map(KvStore.KvStore, (store) => makeFor("KvKeyValueStore.layer", store, options))
+  )

@@ -1,10 +1,17 @@
 /**
- * The key-value store contract: the `KvStore` service tag, its errors, the
- * `Driver` interface a backend implements, `make` (the one front every
- * backend shares) and module-level accessors.
+ * The key-value store: the `KvStore` service tag and its `Service`, the errors
+ * `NotFound` and `KvError`, module-level accessors (`KvStore.get(key)` with
+ * `KvStore` in the context), the `prefixed` and `forSchema` views, and `make`,
+ * the one front every backend shares (drivers are in `KvDriver`).
+ *
+ * Keys are strings of 1 to 2048 UTF-8 bytes; values are bytes. A TTL is a
+ * `Duration.Input`: a plain number is milliseconds (Effect's rule,
+ * not Redis's seconds), and `undefined`, `0`, `Duration.zero` and
+ * `Duration.infinity` mean "never expires".
  *
  * @since 0.1.0
  */
+import "./internal/effectLine.js" // first: refuses to load next to another Effect major, saying so
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
@@ -14,16 +21,19 @@ import type * as Option from "effect/Option"
 import type * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import type * as rateLimit from "./core/rateLimit.js"
+import { MAKE_OPTIONS, optionsProblem } from "./core/options.js"
 import * as front from "./internal/front.js"
-import * as keyedLock from "./internal/keyedLock.js"
 import * as prefixedView from "./internal/prefixed.js"
 import * as schemaStore from "./internal/schemaStore.js"
+import * as KvDriver from "./KvDriver.js"
 
 /**
  * What every backend offers. Values are bytes; keys are strings of 1 to 2048
- * UTF-8 bytes without NUL or lone surrogates. A TTL of `undefined`, `0`,
- * `Duration.zero` or `Duration.infinity` means the entry never expires.
+ * UTF-8 bytes without NUL or lone surrogates. A TTL is a `Duration.Input`
+ * (a plain number is milliseconds); `undefined`, `0`, `Duration.zero` or
+ * `Duration.infinity` means the entry never expires, and a negative or NaN
+ * TTL is refused. Missing and expired are the same thing. Bad arguments fail
+ * with `KvError` (`InvalidArgument`) and change nothing; no method throws.
  *
  * @since 0.1.0
  * @category models
@@ -31,7 +41,7 @@ import * as schemaStore from "./internal/schemaStore.js"
 export interface Service {
   /** The live value of `key`, or `NotFound` when it is missing or expired. */
   get(key: string): Effect.Effect<Uint8Array, NotFound | KvError>
-  /** Writes `value`, replacing the entry and its expiry. */
+  /** Writes `value`, replacing the entry and its expiry (`ttl`: a number is milliseconds; none: never expires). */
   set(key: string, value: Uint8Array, ttl?: Duration.Input): Effect.Effect<void, KvError>
   /** Removes `key`; `true` when a live entry was removed. */
   delete(key: string): Effect.Effect<boolean, KvError>
@@ -93,21 +103,29 @@ export interface Service {
    * the whole stream appears exactly once; never a duplicate, never a step back.
    */
   streamKeys(prefix: string, options?: StreamOptions): Stream.Stream<string, KvError>
-  /** Like `streamKeys`, with each key's value. */
+  /**
+   * Like `streamKeys`, with each key's value. A page (a chunk of the stream)
+   * holds at most `batchSize` entries and at most 16 MiB of values; an entry
+   * larger than that comes in a page of its own.
+   */
   streamEntries(prefix: string, options?: StreamOptions): Stream.Stream<readonly [key: string, value: Uint8Array], KvError>
 }
 
 /**
- * @since 0.2.0
+ * Options of `streamKeys` and `streamEntries`.
+ *
+ * @since 0.1.0
  * @category models
  */
 export interface StreamOptions {
-  /** Keys read per round trip: a positive integer, default 1000. */
+  /** Keys read per page (one round trip on PostgreSQL): a positive safe integer, default 1000. */
   readonly batchSize?: number | undefined
 }
 
 /**
- * @since 0.2.0
+ * Options of `increment`.
+ *
+ * @since 0.1.0
  * @category models
  */
 export interface IncrementOptions {
@@ -118,6 +136,9 @@ export interface IncrementOptions {
 }
 
 /**
+ * The key-value store service: `yield* KvStore.KvStore` gives the `Service`
+ * that a layer (`MemoryStore.layer`, `PostgresStore.layer`) provides.
+ *
  * @since 0.1.0
  * @category tags
  */
@@ -126,10 +147,14 @@ export class KvStore extends Context.Service<KvStore, Service>()("effect-kv/KvSt
 type Service_ = Service
 
 /**
+ * Types that belong to the `KvStore` tag.
+ *
  * @since 0.1.0
  */
 export declare namespace KvStore {
   /**
+   * The store's operations: the `Service` of this module.
+   *
    * @since 0.1.0
    * @category models
    */
@@ -143,6 +168,7 @@ export declare namespace KvStore {
  * @category errors
  */
 export class NotFound extends Data.TaggedError("NotFound")<{ readonly key: string }> {
+  /** Says which key has no live entry. */
   override get message(): string {
     return `No live entry for key ${JSON.stringify(this.key)}`
   }
@@ -164,13 +190,17 @@ export class KvError extends Data.TaggedError("KvError")<{
   readonly message: string
 }> {
   /**
-   * @since 0.2.0
+   * A `KvError` for the caller's mistake: `reason` `InvalidArgument`.
+   *
+   * @since 0.1.0
    */
   static invalidArgument(op: string, message: string, key?: string): KvError {
     return new KvError({ reason: "InvalidArgument", op, message, ...(key === undefined ? {} : { key }) })
   }
   /**
-   * @since 0.2.0
+   * A `KvError` for the store's trouble: `reason` `Backend`, with its `cause`.
+   *
+   * @since 0.1.0
    */
   static backend(op: string, message: string, cause: unknown, key?: string): KvError {
     return new KvError({ reason: "Backend", op, message, cause, ...(key === undefined ? {} : { key }) })
@@ -178,193 +208,76 @@ export class KvError extends Data.TaggedError("KvError")<{
 }
 
 // ---------------------------------------------------------------------------
-// Drivers
+// Drivers (their home is `KvDriver`)
 // ---------------------------------------------------------------------------
 
 /**
- * A driver's failure: `Backend` for its own trouble, `InvalidArgument` when the
- * stored data does not allow the operation (e.g. `increment` of text that is
- * not an integer). The front turns it into a `KvError` naming the operation
- * and the key.
+ * The primitive operations a backend implements, for `make`. Defined, with
+ * the rest of what a driver author needs, in the `KvDriver` module.
  *
- * @since 0.2.0
- * @category errors
- */
-export class DriverError extends Data.TaggedError("DriverError")<{
-  readonly reason: "InvalidArgument" | "Backend"
-  readonly message: string
-  readonly cause?: unknown
-}> {}
-
-/**
- * A live entry as a driver reads it: its bytes and the milliseconds it has
- * left (`undefined`: never expires).
- *
- * @since 0.2.0
+ * @since 0.1.0
  * @category drivers
  */
-export interface Entry {
-  readonly value: Uint8Array
-  readonly expiresIn: number | undefined
-}
+export type Driver = KvDriver.Driver
 
 /**
- * What `Driver.modify` writes: nothing (`Keep`), or `value` with a TTL in
- * milliseconds (`undefined`: never expires; `"unchanged"`: the entry's current
- * expiry, or none when the entry is new).
+ * A driver's failure.
  *
- * @since 0.2.0
+ * @deprecated Use `KvDriver.DriverError`; this alias will be removed.
+ * @since 0.1.0
  * @category drivers
  */
-export type Write =
-  | { readonly _tag: "Keep" }
-  | { readonly _tag: "Put"; readonly value: Uint8Array; readonly ttl: number | "unchanged" | undefined }
+export const DriverError = KvDriver.DriverError
 
 /**
- * The primitive operations a backend implements. Every argument has been
- * checked by the front: keys and prefixes are valid, values are private
- * copies the driver may keep, TTLs are positive milliseconds or `undefined`
- * (never expires). Bytes a driver returns are copied by the front before a
- * caller sees them. Missing and expired are the same thing everywhere.
+ * A driver's failure.
  *
- * Atomicity: within one process the front runs every `modify` of a key under
- * a per-key lock, and makes writes of a locked key wait for it. A driver
- * shared by several processes must also make `modify` atomic across them (a
- * transaction, a lock) and its writes wait for a `modify` of the same key in
- * flight elsewhere. A driver that keeps its state in this process passes the
- * lock it checks in the same synchronous step as each write (`lock`): a check
- * by the front and a write by the driver in two steps could let an update slip
- * in between; the front then leaves the waiting to the driver.
- *
- * The optional operations are native fast paths; without them the front
- * derives the operation from `modify` or `get`.
- *
- * @since 0.2.0
+ * @deprecated Use `KvDriver.DriverError`; this alias will be removed.
+ * @since 0.1.0
  * @category drivers
  */
-export interface Driver {
-  /** The backend's name in error messages, e.g. `"PostgreSQL"`. */
-  readonly name: string
-  /** The per-key lock the driver's own writes wait for (see above); by default the front makes its own. */
-  readonly lock?: KeyedLock | undefined
-  readonly get: (key: string) => Effect.Effect<Option.Option<Uint8Array>, DriverError>
-  readonly set: (key: string, value: Uint8Array, ttl: number | undefined) => Effect.Effect<void, DriverError>
-  /** `true` when a live entry was removed. */
-  readonly delete: (key: string) => Effect.Effect<boolean, DriverError>
-  /**
-   * Atomic read-modify-write: `f` sees the live entry and decides what to
-   * write. If `f` fails (its error must come out unchanged) or the fiber is
-   * interrupted, nothing is written.
-   */
-  readonly modify: <A, E, R>(
-    key: string,
-    f: (current: Option.Option<Entry>) => Effect.Effect<readonly [A, Write], E, R>
-  ) => Effect.Effect<A, E | DriverError, R>
-  /** The live keys starting with `prefix` (`""`: all), sorted by code point. */
-  readonly keys: (prefix: string) => Effect.Effect<ReadonlyArray<string>, DriverError>
-  /** Removes expired entries; how many. */
-  readonly cleanup: Effect.Effect<number, DriverError>
-  /** The scheduled sweep, when it differs from `cleanup` (e.g. gated between instances). */
-  readonly sweep?: Effect.Effect<number, DriverError> | undefined
-
-  readonly has?: ((key: string) => Effect.Effect<boolean, DriverError>) | undefined
-  /** `Option.none()`: missing; `Option.some(undefined)`: never expires; else milliseconds left. */
-  readonly timeToLive?: ((key: string) => Effect.Effect<Option.Option<number | undefined>, DriverError>) | undefined
-  readonly setIfAbsent?:
-    | ((key: string, value: Uint8Array, ttl: number | undefined) => Effect.Effect<boolean, DriverError>)
-    | undefined
-  /** Fails with `InvalidArgument` when the stored value is not canonical decimal text or the result is unsafe. */
-  readonly increment?:
-    | ((key: string, by: number, ttl: number | undefined) => Effect.Effect<number, DriverError>)
-    | undefined
-  readonly expire?: ((key: string, ttl: number | undefined) => Effect.Effect<boolean, DriverError>) | undefined
-
-  /**
-   * Up to `limit` live keys starting with `prefix` (`""`: all) and greater than
-   * `after` (when given), ascending by code point: the page primitive of
-   * `streamKeys`, `count` and `deletePrefix`. Fewer than `limit` only when no
-   * more keys follow. Cost should follow the page, not the store's size.
-   */
-  readonly keysPage: (
-    prefix: string,
-    after: string | undefined,
-    limit: number
-  ) => Effect.Effect<ReadonlyArray<string>, DriverError>
-  /** Like `keysPage`, with the values; by default `keysPage` then `getMany` (keys gone meanwhile are left out). */
-  readonly entriesPage?:
-    | ((
-      prefix: string,
-      after: string | undefined,
-      limit: number
-    ) => Effect.Effect<ReadonlyArray<readonly [string, Uint8Array]>, DriverError>)
-    | undefined
-  /** Distinct keys (at least one) → one answer per key, in the same order. */
-  readonly getMany?: ((keys: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Option.Option<Uint8Array>>, DriverError>) | undefined
-  /**
-   * Distinct keys (at least one), sorted by code point; all or nothing. Without
-   * it the front writes the entries one by one with `set`, which is all or
-   * nothing only as far as the checks go: a backend failure half-way leaves the
-   * entries before it written.
-   */
-  readonly setMany?:
-    | ((entries: ReadonlyArray<readonly [string, Uint8Array]>, ttl: number | undefined) => Effect.Effect<void, DriverError>)
-    | undefined
-  /** Distinct keys (at least one), sorted by code point → live entries removed. */
-  readonly deleteMany?: ((keys: ReadonlyArray<string>) => Effect.Effect<number, DriverError>) | undefined
-  /** Live entries removed, in bounded batches. Without it: `keysPage` then `deleteMany`, page by page. */
-  readonly deletePrefix?: ((prefix: string) => Effect.Effect<number, DriverError>) | undefined
-  /** Live keys under `prefix`. Without it: `keysPage`, page by page. */
-  readonly count?: ((prefix: string) => Effect.Effect<number, DriverError>) | undefined
-  /**
-   * One step of `KvRateLimiter` on `key`, decided atomically on the backend's
-   * own clock, so that app instances whose clocks disagree never over-admit
-   * between them. It must compute what `RateLimitRequest`'s doc says (the
-   * arithmetic of `@effect/experimental`'s `layerStoreMemory`), keep the state
-   * as JSON text under `key` with a TTL, and fail with `InvalidArgument` when
-   * `key` holds a live value that is not such a state. Without it the front
-   * runs the same step inside `modify` on the Effect `Clock`.
-   */
-  readonly rateLimit?:
-    | ((key: string, request: RateLimitRequest) => Effect.Effect<RateLimitAnswer, DriverError>)
-    | undefined
-}
+export type DriverError = KvDriver.DriverError
 
 /**
- * One call of a rate limiter (`KvRateLimiter`) as a driver's `rateLimit` receives it.
+ * A live entry as a driver reads it.
  *
- * @since 0.3.0
+ * @deprecated Use `KvDriver.Entry`; this alias will be removed.
+ * @since 0.1.0
  * @category drivers
  */
-export type RateLimitRequest = rateLimit.RateLimitRequest
+export type Entry = KvDriver.Entry
 
 /**
- * What a driver's `rateLimit` answers.
+ * What `Driver.modify` writes.
  *
- * @since 0.3.0
+ * @deprecated Use `KvDriver.Write`; this alias will be removed.
+ * @since 0.1.0
  * @category drivers
  */
-export type RateLimitAnswer = rateLimit.RateLimitAnswer
+export type Write = KvDriver.Write
 
 /**
- * A FIFO lock per key that also knows whether the current fiber runs inside
- * a hold of it (to refuse, instead of deadlock on, a write of a key from
- * inside its own update).
+ * The per-key lock a driver without transactions shares with the front.
  *
- * @since 0.2.0
+ * @deprecated Use `KvDriver.KeyedLock`; this alias will be removed.
+ * @since 0.1.0
  * @category drivers
  */
-export type KeyedLock = keyedLock.KeyedLock
+export type KeyedLock = KvDriver.KeyedLock
 
 /**
  * A fresh per-key lock, for drivers without transactions.
  *
- * @since 0.2.0
+ * @deprecated Use `KvDriver.makeKeyedLock`; this alias will be removed.
+ * @since 0.1.0
  * @category drivers
  */
-export const makeKeyedLock = (): KeyedLock => keyedLock.makeKeyedLock()
+export const makeKeyedLock: () => KvDriver.KeyedLock = KvDriver.makeKeyedLock
 
 /**
- * @since 0.2.0
+ * Options of `make`.
+ *
+ * @since 0.1.0
  * @category models
  */
 export interface MakeOptions {
@@ -379,23 +292,32 @@ export interface MakeOptions {
 }
 
 /**
- * Builds the `Service` over a driver: argument checks in one order, TTL
- * decoding, copies of values in and out, the per-key lock and the guard
- * against writing a key from inside its own update, errors and spans, and
- * the sweep schedule (forked into the scope). Fails with `KvError`
- * (`InvalidArgument`, op `"layer"`) for invalid options.
+ * Builds the `Service` over a driver (see `KvDriver`): argument checks in one
+ * order, TTL decoding, copies of values in and out, the per-key lock and the
+ * guard against writing a key from inside its own update, errors and spans,
+ * and the sweep schedule (forked into the scope). Fails with `KvError`
+ * (`InvalidArgument`, op `"layer"`) for an unknown option, an option of the
+ * wrong type or an invalid interval.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category constructors
  */
 export const make = (driver: Driver, options?: MakeOptions): Effect.Effect<Service, KvError, Scope.Scope> =>
-  front.make(driver, options) // called late: front.ts imports this module's classes
+  Effect.suspend(() => {
+    const problem = optionsProblem("KvStore.make", options, MAKE_OPTIONS)
+    return problem === undefined
+      ? front.make(driver, options ?? undefined) // called late: front.ts imports this module's classes
+      : Effect.fail(KvError.invalidArgument("layer", problem))
+  })
 
 // ---------------------------------------------------------------------------
-// Accessors
+// Accessors: the `Service` operations on the `KvStore` in the context
 // ---------------------------------------------------------------------------
 
 /**
+ * The live value of `key` in the `KvStore` in context; fails with `NotFound`
+ * when it is missing or expired.
+ *
  * @since 0.1.0
  * @category accessors
  */
@@ -403,6 +325,10 @@ export const get = (key: string): Effect.Effect<Uint8Array, NotFound | KvError, 
   Effect.flatMap(KvStore, (store) => store.get(key))
 
 /**
+ * Writes `value` under `key` in the `KvStore` in context, replacing the entry
+ * and its expiry. `ttl`: a number is milliseconds; none, `0` or
+ * `Duration.infinity`: never expires.
+ *
  * @since 0.1.0
  * @category accessors
  */
@@ -417,6 +343,9 @@ const delete_ = (key: string): Effect.Effect<boolean, KvError, KvStore> =>
 
 export {
   /**
+   * Removes `key` from the `KvStore` in context; `true` when a live entry was
+   * removed (`false` for a missing or expired key).
+   *
    * @since 0.1.0
    * @category accessors
    */
@@ -424,6 +353,12 @@ export {
 }
 
 /**
+ * Atomic read-modify-write of `key` in the `KvStore` in context: `f` sees the
+ * current value (`Option.none()` when missing or expired) while no other
+ * writer can change the key, and its result is written with `ttl` (none: the
+ * entry becomes permanent) and returned. If `f` fails, its error comes out
+ * unchanged and nothing is written.
+ *
  * @since 0.1.0
  * @category accessors
  */
@@ -434,6 +369,9 @@ export const update = <E = never, R = never>(
 ): Effect.Effect<Uint8Array, E | KvError, R | KvStore> => Effect.flatMap(KvStore, (store) => store.update(key, f, ttl))
 
 /**
+ * The live keys starting with `prefix` (`""`: all) in the `KvStore` in
+ * context, sorted by Unicode code point; `%`, `_` and `\` match literally.
+ *
  * @since 0.1.0
  * @category accessors
  */
@@ -441,27 +379,39 @@ export const keys = (prefix: string): Effect.Effect<ReadonlyArray<string>, KvErr
   Effect.flatMap(KvStore, (store) => store.keys(prefix))
 
 /**
+ * Removes the expired entries of the `KvStore` in context now; succeeds with
+ * how many were removed.
+ *
  * @since 0.1.0
  * @category accessors
  */
 export const cleanup: Effect.Effect<number, KvError, KvStore> = Effect.flatMap(KvStore, (store) => store.cleanup)
 
 /**
- * @since 0.2.0
+ * The live value of `key` in the `KvStore` in context, or `Option.none()`
+ * when it is missing or expired.
+ *
+ * @since 0.1.0
  * @category accessors
  */
 export const getOption = (key: string): Effect.Effect<Option.Option<Uint8Array>, KvError, KvStore> =>
   Effect.flatMap(KvStore, (store) => store.getOption(key))
 
 /**
- * @since 0.2.0
+ * `true` when `key` has a live entry in the `KvStore` in context.
+ *
+ * @since 0.1.0
  * @category accessors
  */
 export const has = (key: string): Effect.Effect<boolean, KvError, KvStore> =>
   Effect.flatMap(KvStore, (store) => store.has(key))
 
 /**
- * @since 0.2.0
+ * Writes `value` only when `key` is missing or expired in the `KvStore` in
+ * context; `true` when it wrote. Of two concurrent calls on a missing key,
+ * exactly one writes.
+ *
+ * @since 0.1.0
  * @category accessors
  */
 export const setIfAbsent = (
@@ -471,14 +421,24 @@ export const setIfAbsent = (
 ): Effect.Effect<boolean, KvError, KvStore> => Effect.flatMap(KvStore, (store) => store.setIfAbsent(key, value, ttl))
 
 /**
- * @since 0.2.0
+ * Adds `by` (default 1) to the counter under `key` in the `KvStore` in
+ * context and returns the new value. The counter is stored as decimal text
+ * (`"42"`); a missing or expired key counts as 0; `ttl` applies only when the
+ * increment creates the entry (the fixed-window rate-limit pattern). Stored
+ * text that is not an integer, or an unsafe result, is `InvalidArgument`.
+ *
+ * @since 0.1.0
  * @category accessors
  */
 export const increment = (key: string, options?: IncrementOptions): Effect.Effect<number, KvError, KvStore> =>
   Effect.flatMap(KvStore, (store) => store.increment(key, options))
 
 /**
- * @since 0.2.0
+ * The time `key` has left in the `KvStore` in context (`Option.none()`: it
+ * never expires), as the backend's clock sees it; `NotFound` when missing or
+ * expired.
+ *
+ * @since 0.1.0
  * @category accessors
  */
 export const timeToLive = (
@@ -487,21 +447,31 @@ export const timeToLive = (
   Effect.flatMap(KvStore, (store) => store.timeToLive(key))
 
 /**
- * @since 0.2.0
+ * Replaces the expiry of a live `key` in the `KvStore` in context, keeping its
+ * value (`ttl`: a number is milliseconds; none: never expires); `true` when
+ * the key was live, `false` (and nothing written) otherwise.
+ *
+ * @since 0.1.0
  * @category accessors
  */
 export const expire = (key: string, ttl?: Duration.Input): Effect.Effect<boolean, KvError, KvStore> =>
   Effect.flatMap(KvStore, (store) => store.expire(key, ttl))
 
 /**
- * @since 0.2.0
+ * The live values of `keys` in the `KvStore` in context, one `Option` per key
+ * in input order (duplicates allowed). Every key is checked before any I/O.
+ *
+ * @since 0.1.0
  * @category accessors
  */
 export const getMany = (keys: Iterable<string>): Effect.Effect<ReadonlyArray<Option.Option<Uint8Array>>, KvError, KvStore> =>
   Effect.flatMap(KvStore, (store) => store.getMany(keys))
 
 /**
- * @since 0.2.0
+ * Writes every entry with `ttl` in the `KvStore` in context, all or nothing;
+ * when a key appears twice the last value wins.
+ *
+ * @since 0.1.0
  * @category accessors
  */
 export const setMany = (
@@ -510,35 +480,48 @@ export const setMany = (
 ): Effect.Effect<void, KvError, KvStore> => Effect.flatMap(KvStore, (store) => store.setMany(entries, ttl))
 
 /**
- * @since 0.2.0
+ * Removes `keys` from the `KvStore` in context; how many live entries were removed.
+ *
+ * @since 0.1.0
  * @category accessors
  */
 export const deleteMany = (keys: Iterable<string>): Effect.Effect<number, KvError, KvStore> =>
   Effect.flatMap(KvStore, (store) => store.deleteMany(keys))
 
 /**
- * @since 0.2.0
+ * Removes the live keys starting with `prefix` (`""`: all) from the `KvStore`
+ * in context, in bounded batches; how many were removed.
+ *
+ * @since 0.1.0
  * @category accessors
  */
 export const deletePrefix = (prefix: string): Effect.Effect<number, KvError, KvStore> =>
   Effect.flatMap(KvStore, (store) => store.deletePrefix(prefix))
 
 /**
- * @since 0.2.0
+ * How many live keys start with `prefix` (`""`: all) in the `KvStore` in context.
+ *
+ * @since 0.1.0
  * @category accessors
  */
 export const count = (prefix: string): Effect.Effect<number, KvError, KvStore> =>
   Effect.flatMap(KvStore, (store) => store.count(prefix))
 
 /**
- * @since 0.2.0
+ * The live keys starting with `prefix` in the `KvStore` in context, in code
+ * point order, read lazily one page (`batchSize`, default 1000) at a time.
+ *
+ * @since 0.1.0
  * @category accessors
  */
 export const streamKeys = (prefix: string, options?: StreamOptions): Stream.Stream<string, KvError, KvStore> =>
   Stream.unwrap(Effect.map(KvStore, (store) => store.streamKeys(prefix, options)))
 
 /**
- * @since 0.2.0
+ * The live entries under `prefix` in the `KvStore` in context, as
+ * `[key, value]` in code point order, read lazily one page at a time.
+ *
+ * @since 0.1.0
  * @category accessors
  */
 export const streamEntries = (
@@ -546,6 +529,10 @@ export const streamEntries = (
   options?: StreamOptions
 ): Stream.Stream<readonly [key: string, value: Uint8Array], KvError, KvStore> =>
   Stream.unwrap(Effect.map(KvStore, (store) => store.streamEntries(prefix, options)))
+
+// ---------------------------------------------------------------------------
+// Views
+// ---------------------------------------------------------------------------
 
 /**
  * A namespace view of a store: every operation works under `prefix`; `keys`,
@@ -555,39 +542,104 @@ export const streamEntries = (
  * (`prefix` + key) must be valid keys. `prefixed(store, "")` is `store`
  * itself; an invalid prefix gives a view whose every operation fails with
  * `KvError` (`InvalidArgument`).
-// ---------------------------------------------------------------------------
-// Typed values
-// ---------------------------------------------------------------------------
-
-/**
- * A view of a store whose values are `A`: `get`, `getOption`, `set`,
- * `update`, `delete`, `has` and `keys` as on `Service`, with `ParseError`
- * added where a value is encoded or decoded.
- *
- * @since 0.2.0
- * @category models
- */
-export type SchemaStore<A, R = never> = schemaStore.SchemaStore<A, R>
-
-/**
- * Typed values over a store: each value is stored as the JSON of the schema's
- * encoded form, in UTF-8. A value that does not encode is refused with a
- * `ParseError` and nothing is written; stored bytes that are not UTF-8, not
- * JSON or not of the schema's shape are a `ParseError`, never a defect.
- * `update` is atomic (`Service.update`): nothing is written if decoding, the
- * function or encoding fails.
  *
  * @example
- * const users = KvStore.forSchema(store, User)   // or pipe(store, KvStore.forSchema(User))
- * yield* users.set("user/1", { id: "1", name: "Ada" })
+ * const sessions = KvStore.prefixed(store, "session/") // or pipe(store, KvStore.prefixed("session/"))
+ * yield* sessions.set("abc", bytes, "30 minutes")      // stored as "session/abc"
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category combinators
  */
 export const prefixed: {
   (prefix: string): (self: Service) => Service
   (self: Service, prefix: string): Service
 } = dual(2, (self: Service, prefix: string): Service => prefixedView.prefixed(self, prefix))
+
+/**
+ * A view of a store whose values are `A`, made by `forSchema`: every
+ * operation of `Service` except `increment` (counters are decimal text, not
+ * JSON), with `A` in place of bytes. Values are stored as the JSON of the
+ * schema's encoded form, in UTF-8. Where a value is encoded or decoded,
+ * `ParseError` joins the error channel: a value that does not encode is
+ * refused with nothing written, and stored bytes that are not UTF-8, not JSON
+ * or not of the schema's shape are a `ParseError`, never a defect. `store` is
+ * the byte-level `Service` underneath.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SchemaStore<A, R = never> {
+  /** The byte-level store underneath (e.g. for `increment`). */
+  readonly store: Service
+  /** The live value of `key`, decoded; `NotFound` when missing or expired. */
+  get(key: string): Effect.Effect<A, NotFound | KvError | Schema.SchemaError, R>
+  /** The live value of `key`, decoded, or `Option.none()` when missing or expired. */
+  getOption(key: string): Effect.Effect<Option.Option<A>, KvError | Schema.SchemaError, R>
+  /** `true` when `key` has a live entry (its value is not decoded). */
+  has(key: string): Effect.Effect<boolean, KvError>
+  /** Encodes and writes `value`, replacing the entry and its expiry (`ttl`: a number is milliseconds). */
+  set(key: string, value: A, ttl?: Duration.Input): Effect.Effect<void, KvError | Schema.SchemaError, R>
+  /** Encodes `value` and writes it only when `key` is missing or expired; `true` when it wrote. */
+  setIfAbsent(
+    key: string,
+    value: A,
+    ttl?: Duration.Input
+  ): Effect.Effect<boolean, KvError | Schema.SchemaError, R>
+  /**
+   * Atomic read-modify-write as `Service.update`, on decoded values: nothing is
+   * written if the stored value does not decode, `f` fails, or its result does
+   * not encode. Returns the value written.
+   */
+  update<E = never, R2 = never>(
+    key: string,
+    f: (current: Option.Option<A>) => Effect.Effect<A, E, R2>,
+    ttl?: Duration.Input
+  ): Effect.Effect<A, E | KvError | Schema.SchemaError, R | R2>
+  /** Removes `key`; `true` when a live entry was removed. */
+  delete(key: string): Effect.Effect<boolean, KvError>
+  /** The time `key` has left (`Option.none()`: never expires); `NotFound` when missing or expired. */
+  timeToLive(key: string): Effect.Effect<Option.Option<Duration.Duration>, NotFound | KvError>
+  /** Replaces a live entry's expiry, keeping its value; `true` when the key was live. */
+  expire(key: string, ttl?: Duration.Input): Effect.Effect<boolean, KvError>
+  /** The live keys starting with `prefix`, sorted by code point. */
+  keys(prefix: string): Effect.Effect<ReadonlyArray<string>, KvError>
+  /** The live values of `keys`, decoded, one `Option` per key in input order. */
+  getMany(keys: Iterable<string>): Effect.Effect<ReadonlyArray<Option.Option<A>>, KvError | Schema.SchemaError, R>
+  /** Encodes every value first (one that does not encode writes none), then writes all or nothing. */
+  setMany(
+    entries: Iterable<readonly [key: string, value: A]>,
+    ttl?: Duration.Input
+  ): Effect.Effect<void, KvError | Schema.SchemaError, R>
+  /** Removes `keys`; how many live entries were removed. */
+  deleteMany(keys: Iterable<string>): Effect.Effect<number, KvError>
+  /** Removes the live keys starting with `prefix` (`""`: all); how many were removed. */
+  deletePrefix(prefix: string): Effect.Effect<number, KvError>
+  /** How many live keys start with `prefix` (`""`: all). */
+  count(prefix: string): Effect.Effect<number, KvError>
+  /** The live keys starting with `prefix`, in code point order, read lazily one page at a time. */
+  streamKeys(prefix: string, options?: StreamOptions): Stream.Stream<string, KvError>
+  /** The live entries under `prefix` with their values decoded; a value that does not decode ends the stream with its `ParseError`. */
+  streamEntries(
+    prefix: string,
+    options?: StreamOptions
+  ): Stream.Stream<readonly [key: string, value: A], KvError | Schema.SchemaError, R>
+}
+
+/**
+ * Typed values over a store: each value is stored as the JSON of the schema's
+ * encoded form, in UTF-8, and read back through the schema. A value that does
+ * not encode is refused with a `ParseError` and nothing is written; stored
+ * bytes that are not UTF-8, not JSON or not of the schema's shape are a
+ * `ParseError`, never a defect. `update` is atomic (`Service.update`):
+ * nothing is written if decoding, the function or encoding fails.
+ *
+ * @example
+ * const users = KvStore.forSchema(store, User)   // or pipe(store, KvStore.forSchema(User))
+ * yield* users.set("user/1", { id: "1", name: "Ada" })
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
 export const forSchema: {
   <A, I, RD, RE>(schema: Schema.Codec<A, I, RD, RE>): (self: Service) => SchemaStore<A, RD | RE>
   <A, I, RD, RE>(self: Service, schema: Schema.Codec<A, I, RD, RE>): SchemaStore<A, RD | RE>

@@ -3,21 +3,32 @@
  * through `@effect/sql`: give it any `SqlClient` (e.g. `PgClient.layer`), so one
  * connection pool serves the store and the application.
  *
- * The schema, the locking strategy and the clock are described in
- * `internal/postgres/store.ts` and the README.
+ * One table (default `public.kv_store`, created when missing) holds every
+ * entry; expiry follows the database server's clock, so instances whose
+ * clocks disagree still agree on what is live; `update` locks the key in a
+ * transaction, so it is atomic across instances. The README's PostgreSQL
+ * section describes the table and the locking.
  *
  * @since 0.1.0
  */
+import "./internal/effectLine.js" // first: refuses to load next to another Effect major, saying so
 import type * as SqlClient from "effect/sql/SqlClient"
 import type * as Config from "effect/Config"
 import type * as Duration from "effect/Duration"
-import type * as Effect from "effect/Effect"
-import type * as Layer from "effect/Layer"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
+import { POSTGRES_STORE_OPTIONS } from "./core/options.js"
+import { optionsError, unwrapConfig } from "./internal/options.js"
 import * as internal from "./internal/postgres/store.js"
-import type { KvError, KvStore, Service } from "./KvStore.js"
+import { KvStore } from "./KvStore.js"
+import type { KvError, Service } from "./KvStore.js"
 
 /**
+ * Options of `layer`, `make` and `layerConfig`. Checked when the store is
+ * built: an unknown name or a value of the wrong type fails with `KvError`
+ * (`InvalidArgument`, op `"layer"`) naming the option.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -28,7 +39,7 @@ export interface Options {
   readonly schema?: string | undefined
   /** Create the table `UNLOGGED`: faster writes, emptied after a crash, not replicated. Default `false`. */
   readonly unlogged?: boolean | undefined
-  /** Run `cleanup` on this period in the layer's scope. Default: none, cleanup is manual. */
+  /** Run `cleanup` on this period in the layer's scope (a number is milliseconds). Default: none, cleanup is manual. */
   readonly cleanupInterval?: Duration.Input | undefined
   /** Create the table and its index when missing. Default `true`. */
   readonly createTable?: boolean | undefined
@@ -36,33 +47,50 @@ export interface Options {
   readonly redactKeys?: boolean | undefined
 }
 
+const makeFor = (
+  where: string,
+  options: Options | undefined
+): Effect.Effect<Service, KvError, Scope.Scope | SqlClient.SqlClient> =>
+  Effect.suspend(() => {
+    const error = optionsError(where, options, POSTGRES_STORE_OPTIONS)
+    return error === undefined ? internal.make(options ?? undefined) : Effect.fail(error)
+  })
+
 /**
  * Builds the store on the `SqlClient` in context, scoped: the optional
  * cleanup schedule stops when the scope closes. Fails with `KvError`
- * (`InvalidArgument`, op `"layer"`) for a bad table or schema name or
- * interval, and (`Backend`) when the table cannot be created.
+ * (`InvalidArgument`, op `"layer"`) for an unknown option, an option of the
+ * wrong type, a bad table or schema name or interval, and (`Backend`) when
+ * the table cannot be created or is not the table the store expects.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category constructors
  */
-export const make: (options?: Options) => Effect.Effect<Service, KvError, Scope.Scope | SqlClient.SqlClient> =
-  internal.make
+export const make = (options?: Options): Effect.Effect<Service, KvError, Scope.Scope | SqlClient.SqlClient> =>
+  makeFor("PostgresStore.make", options)
 
 /**
- * The store as a layer needing a `SqlClient`.
+ * Provides `KvStore` on PostgreSQL, needing a `SqlClient` (e.g.
+ * `PgClient.layer`): every `SqlError` becomes `KvError` (`Backend`). Fails
+ * when built as `make` does.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layer: (options?: Options) => Layer.Layer<KvStore, KvError, SqlClient.SqlClient> = internal.layer
+export const layer = (options?: Options): Layer.Layer<KvStore, KvError, SqlClient.SqlClient> =>
+  Layer.effect(KvStore, makeFor("PostgresStore.layer", options))
 
 /**
  * Like `layer`, with the options read from `Config`, as `PgClient.layerConfig`
  * does, e.g. `PostgresStore.layerConfig({ table: Config.string("KV_TABLE") })`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category layers
  */
-export const layerConfig: (
+export const layerConfig = (
   config: Config.Wrap<Options>
-) => Layer.Layer<KvStore, KvError | Config.ConfigError, SqlClient.SqlClient> = internal.layerConfig
+): Layer.Layer<KvStore, KvError | Config.ConfigError, SqlClient.SqlClient> =>
+  Layer.unwrap(Effect.map(
+    unwrapConfig("PostgresStore.layerConfig", config, POSTGRES_STORE_OPTIONS),
+    (options) => Layer.effect(KvStore, makeFor("PostgresStore.layerConfig", options))
+  ))

@@ -22,8 +22,9 @@
  *
  * Needs `@effect/vitest` (0.30, the Effect 3 line) and `vitest`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  */
+import "./internal/effectLine.js" // first: refuses to load next to another Effect major, saying so
 import { assert, describe, layer } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
@@ -40,6 +41,7 @@ import * as Result from "effect/Result"
 import { randomUUID } from "node:crypto"
 import { batchConformance } from "./internal/batchConformance.js"
 import { rateLimitConformance } from "./internal/rateLimitConformance.js"
+import { schemaConformance } from "./internal/schemaConformance.js"
 import { byUtf8Bytes, bytes, loose, sleepReal, text, within } from "./internal/conformanceHelpers.js"
 import * as KvStore from "./KvStore.js"
 
@@ -79,7 +81,7 @@ const counter = (current: Option.Option<Uint8Array>): number =>
  * operation it calls (`"set: …"`), which is the `op` the refusal must name.
  * `call` only calls the method, so a method that throws makes `call` throw.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export type HostileCase = readonly [name: string, call: (store: KvStore.KvStore.Service) => Effect.Effect<unknown, unknown>]
@@ -110,7 +112,7 @@ const throwingProxy = (target: object = {}): object =>
  * (some cases detach an array). The same bad call must give the same `reason`,
  * `op` and `key` on every backend: compare runs with `hostileOutcomes`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export const hostileCases = (prefix: string): ReadonlyArray<HostileCase> => {
@@ -224,13 +226,17 @@ export const hostileCases = (prefix: string): ReadonlyArray<HostileCase> => {
  * How a backend refused a hostile case, comparable across backends: the
  * case's prefix appears as `<prefix>` in `key` and `message`.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export interface HostileOutcome {
+  /** The `KvError`'s `op`. */
   readonly op: string
+  /** The `KvError`'s `reason`. */
   readonly reason: string
+  /** The `KvError`'s `key`, with the case's prefix as `<prefix>`. */
   readonly key: string | undefined
+  /** The `KvError`'s message, with the case's prefix as `<prefix>`. */
   readonly message: string
 }
 
@@ -242,7 +248,7 @@ const outcomesByBackend = new Map<string, Map<string, HostileOutcome>>()
  * `conformance`) in this test file, by case name; empty before its hostile
  * tests ran.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export const hostileOutcomes = (backend: string): ReadonlyMap<string, HostileOutcome> =>
@@ -253,7 +259,7 @@ export const hostileOutcomes = (backend: string): ReadonlyMap<string, HostileOut
  * (the contract's promise; messages may differ), one line per case; cases
  * only one of them ran are listed too.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export const hostileDifferences = (a: string, b: string): ReadonlyArray<string> => {
@@ -285,7 +291,7 @@ const describeThrown = (thrown: unknown): string => {
  * or, as the failure, what broke the contract (a synchronous throw, a
  * success, a defect, another error).
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category hostile arguments
  */
 export const runHostileCase = (
@@ -322,7 +328,9 @@ export const runHostileCase = (
   })
 
 /**
- * @since 0.2.0
+ * Options of `conformance`: what the suite must know about the backend.
+ *
+ * @since 0.1.0
  * @category models
  */
 export interface ConformanceOptions {
@@ -334,7 +342,7 @@ export interface ConformanceOptions {
  * Registers the whole suite as a `describe` block named after the backend,
  * building `store` once for all its tests.
  *
- * @since 0.2.0
+ * @since 0.1.0
  * @category tests
  */
 export const conformance = (
@@ -1039,6 +1047,65 @@ export const conformance = (
         }))
     })
 
+    describe("deadlocks", () => {
+      /** Appends `tag` to the key's text. */
+      const append = (tag: string) => (current: Option.Option<Uint8Array>) =>
+        Effect.succeed(bytes(Option.match(current, { onNone: () => "", onSome: text }) + tag))
+
+      /**
+       * Fiber i updates keys[i] and, once every fiber holds its key, keys[i + 1]
+       * (mod n) inside: nested updates taking the keys in a cycle. Every write
+       * appends the fiber's number. The fibers' exits.
+       */
+      const crossedUpdates = (keys: ReadonlyArray<string>) =>
+        Effect.gen(function*() {
+          const holding = yield* Effect.forEach(keys, () => Deferred.make<void>())
+          const allHolding = Effect.forEach(holding, Deferred.await, { discard: true })
+          const fibers = yield* Effect.forEach(keys, (key, i) =>
+            Effect.forkChild(KvStore.update(key, (current) =>
+              Deferred.succeed(holding[i]!, undefined).pipe(
+                Effect.andThen(allHolding),
+                Effect.andThen(KvStore.update(keys[(i + 1) % keys.length]!, append(String(i)))),
+                Effect.andThen(append(String(i))(current))
+              ))))
+          return yield* within(10_000, "nested updates taking keys in a cycle (deadlock?)", Effect.forEach(fibers, Fiber.await))
+        })
+
+      for (const size of [2, 3]) {
+        it.effect(`nested updates of ${size} keys in a cycle: exactly one fails with a deadlock and writes nothing, the others complete`, () =>
+          Effect.gen(function*() {
+            const prefix = freshPrefix()
+            const keys = Array.from({ length: size }, (_, i) => `${prefix}${String.fromCharCode(97 + i)}`)
+            const exits = yield* crossedUpdates(keys)
+            const failed = exits.flatMap((exit, i) => (Exit.isFailure(exit) ? [i] : []))
+            assert.strictEqual(
+              failed.length,
+              1,
+              `expected one failure, got ${failed.length}: ${exits.map((exit) => Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "ok").join("; ")}`
+            )
+            const loser = failed[0]!
+            const failure = Cause.findErrorOption((exits[loser] as Exit.Failure<unknown, unknown>).cause)
+            assert.isTrue(Option.isSome(failure), "the deadlock is a typed failure")
+            const error = Option.getOrThrow(failure)
+            assertKvError(error, "update", "Backend")
+            const e = error as KvStore.KvError
+            assert.include(e.message, "deadlock")
+            assert.include(e.message, "update")
+            assert.strictEqual(e.key, keys[(loser + 1) % size], e.message)
+            // key k is written by fiber k (outside) and fiber k − 1 (inside): the loser's writes are nowhere
+            for (const [k, key] of keys.entries()) {
+              const writers = [k, (k - 1 + size) % size].filter((i) => i !== loser).map(String).sort()
+              const stored = yield* read(key)
+              assert.deepStrictEqual(Array.from(stored ?? "").sort(), writers, `${key}: ${stored}`)
+            }
+            // nothing is left locked
+            for (const key of keys) {
+              yield* within(5_000, "update after the deadlock", KvStore.update(key, () => Effect.succeed(bytes("free"))))
+            }
+          }))
+      }
+    })
+
     describe("forked fibers and the same-key guard", () => {
       const forks = [["fork", Effect.forkChild], ["forkDaemon", Effect.forkDetach]] as const
       const writes = ["set", "update", "delete", "increment"] as const
@@ -1554,5 +1621,8 @@ export const conformance = (
   })
   // batches, prefixes, streams and namespaces (Version 2): a suite of its own on the same store
   batchConformance(name, store, { databaseClock: options.databaseClock === true })
+  // the rate limiter's step (Driver.rateLimit or the front's) on the same store
   rateLimitConformance(name, store, { databaseClock: options.databaseClock === true })
+  // typed values (Version 3): the whole forSchema view on the same store
+  schemaConformance(name, store)
 }

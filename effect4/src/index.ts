@@ -3,16 +3,19 @@
  *
  * @since 0.1.0
  */
+import "./internal/effectLine.js" // first: refuses to load next to another Effect major, saying so
 
 /**
- * The `KvStore` service tag, its errors and accessors.
+ * The `KvStore` service tag, its `Service`, errors, accessors and the
+ * `prefixed` and `forSchema` views.
  *
  * @since 0.1.0
  */
 export * as KvStore from "./KvStore.js"
 
 /**
- * An in-process `KvStore` backed by a `Ref`.
+ * An in-process `KvStore`: entries in memory, expiry on the Effect `Clock`,
+ * an optional least-recently-used bound.
  *
  * @since 0.1.0
  */
@@ -24,6 +27,14 @@ export * as MemoryStore from "./MemoryStore.js"
  * @since 2.0.0
  */
 export * as PostgresStore from "./PostgresStore.js"
+
+/**
+ * For authors of a backend: the `Driver` interface that `KvStore.make` turns
+ * into a store.
+ *
+ * @since 2.0.0
+ */
+export * as KvDriver from "./KvDriver.js"
 
 /**
  * Effect 4's `KeyValueStore` (`effect/persistence`) served by the `KvStore` in context.

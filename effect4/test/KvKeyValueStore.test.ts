@@ -90,7 +90,19 @@ for (const [name, store] of backends) {
           assert.instanceOf(error.cause, KvStore.KvError)
           const notString = yield* Effect.flip(kv.get(42 as unknown as string))
           assert.instanceOf(notString, KeyValueStore.KeyValueStoreError)
-          assert.include(notString.message, "must be a string")
+          assert.include(notString.message, "Invalid key for get: expected a string")
+        }))
+
+      it.effect("options that cannot be taken make every operation fail with KeyValueStoreError naming the option", () =>
+        Effect.gen(function*() {
+          const service = yield* KvStore.KvStore
+          for (const options of [{ prefix: 42 }, { prefx: "a/" }]) {
+            const kv = KvKeyValueStore.make(service, options as never)
+            const error = yield* Effect.flip(kv.get("a"))
+            assert.instanceOf(error, KeyValueStore.KeyValueStoreError)
+            assert.instanceOf(error.cause, KvStore.KvError)
+            assert.include(error.message, "pref")
+          }
         }))
     }
   )

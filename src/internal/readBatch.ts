@@ -22,7 +22,7 @@ export const readBatch = (iterable: unknown, what: string): Effect.Effect<Array<
       const outcome = reading.readOn(() => performance.now() - started >= SLICE_MILLIS)
       if (outcome === "done") return Effect.succeed(reading.items)
       if (outcome !== "paused") return Effect.succeed(outcome)
-      return Effect.zipRight(yieldToEventLoop, Effect.suspend(slice))
+      return Effect.andThen(yieldToEventLoop, Effect.suspend(slice))
     }
     return Effect.onInterrupt(slice(), () => Effect.sync(reading.close))
   })

@@ -163,6 +163,95 @@ export const batchConformance = (
           assert.strictEqual(text(yield* kv.get(`${p}a`)), "1")
         }))
 
+      /** Yields `item` `count` times (Infinity: forever), counting the items pulled and whether it was closed. */
+      const counted = <A>(item: A, count: number) => {
+        const state = { pulled: 0, closed: false }
+        function* items(): Generator<A> {
+          try {
+            for (let i = 0; i < count; i++) {
+              state.pulled++
+              yield item
+            }
+          } finally {
+            state.closed = true
+          }
+        }
+        return { state, items: items() }
+      }
+
+      it.effect("a batch holds at most 1,000,000 keys: exactly that many pass, one more is refused before any I/O", () =>
+        Effect.gen(function*() {
+          const kv = yield* KvStore.KvStore
+          const p = fresh()
+          const key = `${p}k`
+          const value = bytes("v")
+          // one key repeated: a million of them cost the check, not the backend
+          const max = 1_000_000
+          // a missing key: a million answers of none, no million copies of a value
+          const found = yield* kv.getMany(new Array<string>(max).fill(key))
+          assert.strictEqual(found.length, max)
+          assert.isTrue(found.every(Option.isNone))
+          const calls = [
+            ["getMany", (n: number) => kv.getMany(counted(key, n).items)],
+            ["setMany", (n: number) => kv.setMany(counted([key, value] as const, n).items)],
+            ["deleteMany", (n: number) => kv.deleteMany(counted(key, n).items)]
+          ] as const
+          for (const [op, call] of calls) {
+            const error = yield* refusal(call(max + 1), op)
+            assert.include(error.message, "1,000,000")
+          }
+          assert.isFalse(yield* kv.has(key), "a refused setMany wrote")
+        }))
+
+      it.effect("an endless iterable is refused with InvalidArgument after pulling at most 1,000,001 items, and closed", () =>
+        Effect.gen(function*() {
+          const kv = yield* KvStore.KvStore
+          const p = fresh()
+          for (const op of ["getMany", "setMany", "deleteMany"] as const) {
+            const endless = op === "setMany" ? counted([`${p}k`, bytes("v")] as const, Infinity) : counted(`${p}k`, Infinity)
+            const call = op === "getMany"
+              ? kv.getMany(endless.items as Iterable<string>)
+              : op === "setMany"
+              ? kv.setMany(endless.items as Iterable<readonly [string, Uint8Array]>)
+              : kv.deleteMany(endless.items as Iterable<string>)
+            yield* within(30_000, `${op} of an endless iterable`, refusal(call, op))
+            assert.strictEqual(endless.state.pulled, 1_000_001, op)
+            assert.isTrue(endless.state.closed, `${op} left the iterator open`)
+          }
+          // a prefixed view reads the caller's iterable itself: bounded too
+          const viaView = counted("k", Infinity)
+          yield* within(30_000, "a view's getMany of an endless iterable", refusal(KvStore.prefixed(kv, p).getMany(viaView.items), "getMany"))
+          assert.strictEqual(viaView.state.pulled, 1_000_001)
+          assert.isFalse(yield* kv.has(`${p}k`))
+        }))
+
+      it.effect("a slow iterable does not hold the event loop: a timeout fires while it is read, and closes it", () =>
+        TestClock.withLive(Effect.gen(function*() {
+          const kv = yield* KvStore.KvStore
+          const p = fresh()
+          const total = 20_000
+          const slow = { pulled: 0, closed: false }
+          // about 0.1 ms of work per item, 2 s in all: far past the timeout
+          function* items(): Generator<string> {
+            try {
+              for (let i = 0; i < total; i++) {
+                const until = performance.now() + 0.1
+                while (performance.now() < until) {
+                  // busy, as a slow synchronous source is
+                }
+                slow.pulled++
+                yield `${p}k`
+              }
+            } finally {
+              slow.closed = true
+            }
+          }
+          const exit = yield* Effect.exit(Effect.timeout(kv.getMany(items()), "100 millis"))
+          assert.isTrue(Exit.isFailure(exit) && Cause.isTimeoutError(Option.getOrUndefined(Cause.findErrorOption(exit.cause))), "the timeout did not fire")
+          assert.isBelow(slow.pulled, total, "the iterable was read to its end before the timeout could fire")
+          assert.isTrue(slow.closed, "the interrupted read left the iterator open")
+        })))
+
       it.effect("batchSize must be a positive integer", () =>
         Effect.gen(function*() {
           const kv = yield* KvStore.KvStore
@@ -314,6 +403,31 @@ export const batchConformance = (
           }
         }))
 
+      it.effect("a page of streamEntries holds at most 16 MiB of values; a larger entry comes alone", () =>
+        Effect.gen(function*() {
+          const kv = yield* KvStore.KvStore
+          const p = fresh()
+          const MiB = 1024 * 1024
+          // 1 MiB and 17 MiB pass the bound together: the 17 MiB entry comes alone, between two pages
+          const sizes = [MiB, 17 * MiB, MiB, 0, 10]
+          const keyOf = (i: number) => `${p}${String(i).padStart(2, "0")}`
+          for (const [i, size] of sizes.entries()) yield* kv.set(keyOf(i), new Uint8Array(size).fill(i))
+          for (const batchSize of [undefined, 2]) {
+            const chunks = yield* Stream.runCollect(Stream.chunks(kv.streamEntries(p, batchSize === undefined ? undefined : { batchSize })))
+            const pageSizes = chunks.map((chunk) => chunk.map(([, value]) => value.length / MiB))
+            for (const chunk of chunks) {
+              const bytesInPage = chunk.reduce((n, [, value]) => n + value.length, 0)
+              assert.isTrue(chunk.length === 1 || bytesInPage <= 16 * MiB, `a page of ${bytesInPage} bytes: ${JSON.stringify(pageSizes)}`)
+              assert.isAtMost(chunk.length, batchSize ?? 1000)
+            }
+            const entries = chunks.flat()
+            assert.deepStrictEqual(entries.map(([key]) => key), sizes.map((_, i) => keyOf(i)))
+            assert.isTrue(entries.every(([, value], i) => value.length === sizes[i] && (value.length === 0 || value[0] === i)))
+            assert.strictEqual(chunks.filter((chunk) => chunk.some(([, value]) => value.length === 17 * MiB))[0]!.length, 1, JSON.stringify(pageSizes))
+          }
+          yield* kv.deletePrefix(p)
+        }))
+
       it.effect("expired keys are not streamed; values handed out are copies", () =>
         Effect.gen(function*() {
           const kv = yield* KvStore.KvStore
@@ -406,6 +520,41 @@ export const batchConformance = (
           assert.strictEqual(text(inside), "u")
           assert.isFalse(yield* kv.has(`${p}j`))
         }))
+
+      for (const op of ["setMany", "deleteMany"] as const) {
+        it.effect(`${op} inside update(a) against update(b) inside which a is updated: one fails with a deadlock, writing nothing`, () =>
+          Effect.gen(function*() {
+            const kv = yield* KvStore.KvStore
+            const p = fresh()
+            const [a, b, c] = [`${p}a`, `${p}b`, `${p}c`]
+            yield* kv.set(c, bytes("c"))
+            const holding = [yield* Deferred.make<void>(), yield* Deferred.make<void>()] as const
+            const both = Effect.andThen(Deferred.await(holding[0]), Deferred.await(holding[1]))
+            const batch = op === "setMany" ? kv.setMany([[b, bytes("0")], [c, bytes("0")]]) : kv.deleteMany([b, c])
+            // fiber 0 holds a and writes b and c in one batch; fiber 1 holds b and updates a
+            const first = yield* Effect.forkChild(kv.update(a, () =>
+              Deferred.succeed(holding[0], undefined).pipe(Effect.andThen(both), Effect.andThen(batch), Effect.as(bytes("0")))))
+            const second = yield* Effect.forkChild(kv.update(b, () =>
+              Deferred.succeed(holding[1], undefined).pipe(
+                Effect.andThen(both),
+                Effect.andThen(kv.update(a, () => Effect.succeed(bytes("1")))),
+                Effect.as(bytes("1"))
+              )))
+            const exits = yield* within(10_000, `${op} and update taking keys in a cycle (deadlock?)`, Effect.all([Fiber.await(first), Fiber.await(second)]))
+            const failed = exits.flatMap((exit, i) => (Exit.isFailure(exit) ? [i] : []))
+            assert.strictEqual(failed.length, 1, exits.map((exit) => (Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "ok")).join("; "))
+            const error = yield* refusal(exits[failed[0]!]!, failed[0] === 0 ? op : "update", "Backend")
+            assert.include(error.message, "deadlock")
+            const read = (key: string) => Effect.map(kv.getOption(key), Option.map(text))
+            const stored = [yield* read(a), yield* read(b), yield* read(c)]
+            const expected = failed[0] === 0
+              ? [Option.some("1"), Option.some("1"), Option.some("c")] // the batch wrote nothing
+              : op === "setMany"
+              ? [Option.some("0"), Option.some("0"), Option.some("0")]
+              : [Option.some("0"), Option.none(), Option.none()]
+            assert.deepStrictEqual(stored, expected)
+          }))
+      }
 
       it.effect("overlapping concurrent batches and updates never deadlock and lose no increment", () =>
         Effect.gen(function*() {

@@ -10,6 +10,7 @@ import * as Option from "effect/Option"
 import { DriverError, KvError, NotFound } from "../KvStore.js"
 import { describeKind } from "../core/describe.js"
 import { keyProblem, prefixProblem } from "../core/key.js"
+import { Deadlock, describeCycle } from "./keyedLock.js"
 import { decodeDuration } from "./ttl.js"
 import { valueProblem } from "../core/value.js"
 
@@ -29,10 +30,26 @@ export const makeErrors = (backendName: string, redactKeys: boolean) => {
 
   const quoted = (key: string): string => (redactKeys ? REDACTED : JSON.stringify(key))
 
+  /**
+   * A wait refused by the key lock because it would close a cycle: named by
+   * the key waited for (a batch has no key of its own), nothing written.
+   */
+  const deadlock = (op: string, cycle: Deadlock): KvError =>
+    new KvError({
+      reason: "Backend",
+      op,
+      ...keyField(cycle.key),
+      // the cause names every key of the cycle
+      ...(redactKeys ? {} : { cause: cycle }),
+      message: `${op} of key ${quoted(cycle.key)} would deadlock: ${describeCycle(cycle.chain, quoted)}; ` +
+        "it wrote nothing (take keys in one order, or retry)"
+    })
+
   const fromDriver = (op: string, key: string | undefined, cause: Cause.Cause<unknown>): KvError => {
     const failure = Cause.findErrorOption(cause)
     if (Option.isSome(failure) && failure.value instanceof DriverError) {
       const error = failure.value
+      if (error.cause instanceof Deadlock) return deadlock(op, error.cause)
       return new KvError({
         reason: error.reason,
         op,
@@ -59,6 +76,14 @@ export const makeErrors = (backendName: string, redactKeys: boolean) => {
 
   const backend = <A>(op: string, key: string | undefined, effect: Effect.Effect<A, DriverError>) =>
     Effect.catchCause(effect, fromDriverCause(op, key))
+
+  /** A wait for keys' locks (`withLock`) whose own failure, a `DriverError`, becomes a `KvError` too. */
+  const lockFailure = <A, E>(op: string, key: string | undefined, effect: Effect.Effect<A, E | DriverError>) =>
+    Effect.catchIf(
+      effect,
+      (error): error is DriverError => error instanceof DriverError,
+      (error) => Effect.fail(fromDriver(op, key, Cause.fail(error)))
+    )
 
   const checkKey = (op: string, key: unknown): KvError | undefined => {
     const problem = keyProblem(key)
@@ -97,6 +122,7 @@ export const makeErrors = (backendName: string, redactKeys: boolean) => {
     fromDriver,
     fromDriverCause,
     backend,
+    lockFailure,
     checkKey,
     checkPrefix,
     checkValue,

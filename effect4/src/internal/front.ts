@@ -17,17 +17,8 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import type {
-  Driver,
-  Entry,
-  IncrementOptions,
-  KeyedLock,
-  MakeOptions,
-  RateLimitAnswer,
-  RateLimitRequest,
-  Service,
-  Write
-} from "../KvStore.js"
+import type { Driver, Entry, KeyedLock, RateLimitAnswer, RateLimitRequest, Write } from "../KvDriver.js"
+import type { IncrementOptions, MakeOptions, Service } from "../KvStore.js"
 import { KvError, NotFound } from "../KvStore.js"
 import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "../core/counter.js"
 import { describeKind } from "../core/describe.js"
@@ -130,6 +121,7 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
     fromDriver,
     fromDriverCause,
     invalid,
+    lockFailure,
     notFound,
     ownUpdate,
     quoted
@@ -143,7 +135,7 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
    * when the front does the waiting. Nothing is paid unless the key is locked.
    */
   const write = <A, E>(op: string, key: string, effect: Effect.Effect<A, E>): Effect.Effect<A, E | KvError> =>
-    guard(op, key, frontWaits ? lock.withLock(key, effect) : effect, effect)
+    guard<A, E | KvError, never>(op, key, frontWaits ? lockFailure(op, key, lock.withLock(key, effect)) : effect, effect)
 
   /** `whenLocked` unless the caller is inside the update holding `key`; `effect` when nobody holds it. */
   const guard = <A, E, R>(

@@ -4,7 +4,7 @@
  * of a batch is checked before any I/O; a batch that touches a locked key waits
  * for all its keys' locks, taken in code-point order (or is refused when the
  * caller is inside the update of one of them); streams page by keyset, one page
- * in memory at a time. Shares the single-key front's lock and errors.
+ * in memory at a time, a page of entries bounded in bytes too. Shares the single-key front's lock and errors.
  */
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -14,12 +14,17 @@ import type { Driver, KeyedLock, StreamOptions } from "../KvStore.js"
 import { DriverError, KvError } from "../KvStore.js"
 import { describeKind } from "../core/describe.js"
 import type { Errors } from "./errors.js"
-import { readEntry, readIterable } from "../core/iterable.js"
+import { readEntry } from "../core/iterable.js"
 import { compareCodePoints, keyProblem } from "../core/key.js"
 import { copyBytes, valueProblem } from "../core/value.js"
+import { isFinal } from "./finalPage.js"
+import { readBatch } from "./readBatch.js"
 
 /** Keys per page when the front pages on its own (count, deletePrefix) and the default `batchSize`. */
 export const PAGE_SIZE = 1000
+
+/** Bytes of values per page of `streamEntries` at most (a larger entry comes alone). */
+export const MAX_PAGE_BYTES = 16 * 1024 * 1024
 
 export const makeBatchOperations = (context: {
   readonly driver: Driver
@@ -30,58 +35,59 @@ export const makeBatchOperations = (context: {
   readonly errors: Errors
 }) => {
   const { driver, frontWaits, lock, redactKeys } = context
-  const { backend, checkPrefix, checkTtl, invalid, ownUpdate } = context.errors
+  const { backend, checkPrefix, checkTtl, invalid, lockFailure, ownUpdate } = context.errors
 
-  /** The caller's iterable read once, or the refusal. */
-  const readAll = (op: string, what: string, iterable: unknown): Array<unknown> | KvError => {
-    const read = readIterable(iterable, what)
-    return Array.isArray(read) ? read : new KvError({
-      reason: "InvalidArgument",
-      op,
-      message: `Invalid ${what} for ${op}: ${read.problem}`,
-      ...(read.cause === undefined ? {} : { cause: read.cause })
-    })
-  }
-
-  /** Every key checked, in input order; the first bad one refuses the call. */
-  const checkKeys = (op: string, iterable: unknown): Array<string> | KvError => {
-    const keys = readAll(op, "keys", iterable)
-    if (keys instanceof KvError) return keys
-    for (let i = 0; i < keys.length; i++) {
-      const problem = keyProblem(keys[i])
-      if (problem !== undefined) return invalid(op, keys[i], `Invalid key for ${op} (item ${i}): ${problem}`)
-    }
-    return keys as Array<string>
-  }
-
-  /** Every entry checked (key, then value), in input order; the last value of a key wins, copied. */
-  const checkEntries = (op: string, iterable: unknown): Map<string, Uint8Array> | KvError => {
-    const entries = readAll(op, "entries", iterable)
-    if (entries instanceof KvError) return entries
-    const latest = new Map<string, Uint8Array>()
-    for (let i = 0; i < entries.length; i++) {
-      const entry = readEntry(entries[i])
-      if ("problem" in entry) {
-        return new KvError({
+  /** The caller's iterable read once (bounded, see readBatch.ts), or the refusal. */
+  const readAll = (op: string, what: string, iterable: unknown): Effect.Effect<Array<unknown>, KvError> =>
+    Effect.flatMap(readBatch(iterable, what), (read) =>
+      Array.isArray(read) ? Effect.succeed(read) : Effect.fail(
+        new KvError({
           reason: "InvalidArgument",
           op,
-          message: `Invalid entry for ${op} (item ${i}): ${entry.problem}`,
-          ...(entry.cause === undefined ? {} : { cause: entry.cause })
+          message: `Invalid ${what} for ${op}: ${read.problem}`,
+          ...(read.cause === undefined ? {} : { cause: read.cause })
         })
-      }
-      const { key, value } = entry
-      const keyBad = keyProblem(key)
-      if (keyBad !== undefined) return invalid(op, key, `Invalid key for ${op} (item ${i}): ${keyBad}`)
-      const valueBad = valueProblem(value)
-      if (valueBad !== undefined) return invalid(op, key, `Invalid value for ${op} (item ${i}): ${valueBad}`)
-      latest.delete(key as string) // keeps the map in order of last appearance
-      latest.set(key as string, value as Uint8Array)
-    }
-    return latest
-  }
+      ))
 
-  const withLocks = <A, E>(sortedKeys: ReadonlyArray<string>, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
-    sortedKeys.reduceRight((inner, key) => lock.withLock(key, inner), effect)
+  /** Every key checked, in input order; the first bad one refuses the call. */
+  const checkKeys = (op: string, iterable: unknown): Effect.Effect<Array<string>, KvError> =>
+    Effect.flatMap(readAll(op, "keys", iterable), (keys) => {
+      for (let i = 0; i < keys.length; i++) {
+        const problem = keyProblem(keys[i])
+        if (problem !== undefined) return Effect.fail(invalid(op, keys[i], `Invalid key for ${op} (item ${i}): ${problem}`))
+      }
+      return Effect.succeed(keys as Array<string>)
+    })
+
+  /** Every entry checked (key, then value), in input order; the last value of a key wins, copied. */
+  const checkEntries = (op: string, iterable: unknown): Effect.Effect<Map<string, Uint8Array>, KvError> =>
+    Effect.flatMap(readAll(op, "entries", iterable), (entries) => {
+      const latest = new Map<string, Uint8Array>()
+      for (let i = 0; i < entries.length; i++) {
+        const entry = readEntry(entries[i])
+        if ("problem" in entry) {
+          return Effect.fail(
+            new KvError({
+              reason: "InvalidArgument",
+              op,
+              message: `Invalid entry for ${op} (item ${i}): ${entry.problem}`,
+              ...(entry.cause === undefined ? {} : { cause: entry.cause })
+            })
+          )
+        }
+        const { key, value } = entry
+        const keyBad = keyProblem(key)
+        if (keyBad !== undefined) return Effect.fail(invalid(op, key, `Invalid key for ${op} (item ${i}): ${keyBad}`))
+        const valueBad = valueProblem(value)
+        if (valueBad !== undefined) return Effect.fail(invalid(op, key, `Invalid value for ${op} (item ${i}): ${valueBad}`))
+        latest.delete(key as string) // keeps the map in order of last appearance
+        latest.set(key as string, value as Uint8Array)
+      }
+      return Effect.succeed(latest)
+    })
+
+  const withLocks = <A, E>(sortedKeys: ReadonlyArray<string>, effect: Effect.Effect<A, E>): Effect.Effect<A, E | DriverError> =>
+    sortedKeys.reduceRight((inner: Effect.Effect<A, E | DriverError>, key) => lock.withLock(key, inner), effect)
 
   /**
    * A write of several keys (distinct, sorted by code point): refused when the
@@ -98,7 +104,7 @@ export const makeBatchOperations = (context: {
     return Effect.flatMap(lock.keysHeldByCurrentFiber, (held): Effect.Effect<A, E | KvError> => {
       const own = held.find((key) => sortedKeys.includes(key))
       if (own !== undefined) return Effect.fail(ownUpdate(op, own))
-      return frontWaits ? withLocks(sortedKeys, effect) : effect
+      return frontWaits ? lockFailure(op, undefined, withLocks(sortedKeys, effect)) : effect
     })
   }
 
@@ -114,9 +120,7 @@ export const makeBatchOperations = (context: {
       : Effect.forEach(distinct, driver.get, { concurrency: 8 })
 
   const getMany = (keys: Iterable<string>): Effect.Effect<ReadonlyArray<Option.Option<Uint8Array>>, KvError> =>
-    Effect.suspend(() => {
-      const checked = checkKeys("getMany", keys)
-      if (checked instanceof KvError) return Effect.fail(checked)
+    Effect.flatMap(checkKeys("getMany", keys), (checked): Effect.Effect<ReadonlyArray<Option.Option<Uint8Array>>, KvError> => {
       if (checked.length === 0) return Effect.succeed([])
       const distinct = Array.from(new Set(checked))
       const copy = (found: Option.Option<Uint8Array>) => (Option.isSome(found) ? Option.some(copyBytes(found.value)) : found)
@@ -135,9 +139,7 @@ export const makeBatchOperations = (context: {
     entries: Iterable<readonly [string, Uint8Array]>,
     ttl?: Duration.Input
   ): Effect.Effect<void, KvError> =>
-    Effect.suspend(() => {
-      const checked = checkEntries("setMany", entries)
-      if (checked instanceof KvError) return Effect.fail(checked)
+    Effect.flatMap(checkEntries("setMany", entries), (checked) => {
       const millis = checkTtl("setMany", undefined, ttl)
       if (millis instanceof KvError) return Effect.fail(millis)
       if (checked.size === 0) return Effect.void
@@ -160,9 +162,7 @@ export const makeBatchOperations = (context: {
   }
 
   const deleteMany = (keys: Iterable<string>): Effect.Effect<number, KvError> =>
-    Effect.suspend(() => {
-      const checked = checkKeys("deleteMany", keys)
-      if (checked instanceof KvError) return Effect.fail(checked)
+    Effect.flatMap(checkKeys("deleteMany", keys), (checked) => {
       if (checked.length === 0) return Effect.succeed(0)
       const sorted = Array.from(new Set(checked)).sort(compareCodePoints)
       return deleteSorted("deleteMany", sorted).pipe(span("deleteMany", { "kv.keys": sorted.length }))
@@ -239,10 +239,32 @@ export const makeBatchOperations = (context: {
         )
     })
 
+  /**
+   * How many of `entries` (from the first) fit a page of `MAX_PAGE_BYTES` of
+   * values: the first one however large.
+   */
+  const fitting = (entries: ReadonlyArray<readonly [string, Uint8Array]>): number => {
+    let bytes = 0
+    for (let n = 0; n < entries.length; n++) {
+      bytes += entries[n]![1].length
+      if (n > 0 && bytes > MAX_PAGE_BYTES) return n
+    }
+    return entries.length
+  }
+
+  /**
+   * A page of entries, bounded in count and bytes. A page that passes the
+   * bytes (a driver that ignores `maxBytes`, or the default path) is cut, and
+   * the next page starts after its last entry kept: the rest is read again.
+   */
   const entriesPage = (prefix: string, after: string | undefined, limit: number): Effect.Effect<Page<readonly [string, Uint8Array]>, DriverError> =>
     driver.entriesPage !== undefined
-      ? Effect.map(driver.entriesPage(prefix, after, limit), (entries) =>
-        [entries, entries.length < limit ? undefined : entries[entries.length - 1]![0]] as const)
+      ? Effect.map(driver.entriesPage(prefix, after, limit, MAX_PAGE_BYTES), (entries): Page<readonly [string, Uint8Array]> => {
+        const kept = fitting(entries)
+        if (kept < entries.length) return [entries.slice(0, kept), entries[kept - 1]![0]]
+        // short of `limit` may mean cut by bytes: only the driver's mark (or an empty page) says it is the last
+        return [entries, entries.length === 0 || isFinal(entries) ? undefined : entries[entries.length - 1]![0]]
+      })
       // keys gone between the two reads are left out; the next page still starts after the last key listed
       : Effect.flatMap(driver.keysPage(prefix, after, limit), (keys) =>
         keys.length === 0 ? Effect.succeed<Page<readonly [string, Uint8Array]>>([[], undefined]) : Effect.map(driverGetMany(keys), (values): Page<readonly [string, Uint8Array]> => {
@@ -251,7 +273,8 @@ export const makeBatchOperations = (context: {
             const found = values[i]!
             if (Option.isSome(found)) entries.push([keys[i]!, found.value])
           }
-          return [entries, lastIfFull(keys, limit)]
+          const kept = fitting(entries)
+          return kept < entries.length ? [entries.slice(0, kept), entries[kept - 1]![0]] : [entries, lastIfFull(keys, limit)]
         }))
 
   const streamKeys = (prefix: string, options?: StreamOptions): Stream.Stream<string, KvError> =>

@@ -12,15 +12,44 @@
  * hold inherit, so `heldByCurrentFiber` can tell a write that comes from inside
  * the holder (it could never proceed: refuse it) from any other writer (wait).
  * A hold that has ended no longer counts, also for fibers forked during it.
+ *
+ * Deadlocks end: a fiber that holds a lock and is about to wait for another
+ * first follows the wait-for chain — the other lock's holder, the lock that
+ * holder waits for, its holder, and so on. When the chain comes back to the
+ * fiber itself, waiting would never end, so it fails at once with a
+ * `DriverError` (`Backend`) whose cause is a `Deadlock` naming the keys; the
+ * fibers of the cycle that waited first go on once its holds end. The check
+ * runs only when the key is locked and the fiber holds a lock, so the
+ * uncontended path pays nothing. It sees the waits of this process's locks
+ * only (any instance of `makeKeyedLock`): a fiber blocked elsewhere (joining
+ * a child, on a database lock) ends the chain, and such a cycle is not seen.
  */
-import * as Effect from "effect/Effect"
 import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
+import { DriverError } from "../KvDriver.js"
 import { matchCause } from "./matchCause.js"
+
+export class Deadlock extends Data.TaggedError("Deadlock")<{
+  readonly key: string
+  readonly chain: ReadonlyArray<string>
+  readonly message: string
+}> {}
+
+/** The cycle of a `Deadlock` in words, each key as `name` shows it (e.g. quoted, or redacted). */
+export const describeCycle = (chain: ReadonlyArray<string>, name: (key: string) => string): string =>
+  chain.length === 1
+    ? "this fiber holds it already"
+    : `it is held by ${
+      chain.slice(1).map((next) => `a fiber that waits for key ${name(next)}`).join(", held by ")
+    }, which this fiber holds`
 
 /** One hold of a lock; `next` links the holds the fiber was already inside. */
 interface Hold {
   readonly key: string
+  /** The cell of the fiber that holds it: where the wait-for check finds what that fiber waits for. */
+  readonly cell: Cell
   readonly next: Hold | undefined
 }
 
@@ -28,12 +57,37 @@ interface Waiter {
   /** Set when the lock is handed to this waiter: from then on it owns the lock. */
   granted: boolean
   resume: ((effect: Effect.Effect<void>) => void) | undefined
+  /** The waiting fiber's cell when it holds locks (then others' wait-for checks may pass through it). */
+  readonly cell: Cell | undefined
 }
 
 interface Lock {
+  readonly key: string
   readonly waiters: Array<Waiter>
   /** The hold running now; `undefined` between a hand-over and the next hold's start. */
   holder: Hold | undefined
+}
+
+/**
+ * A fiber's place in the wait-for graph: the lock it waits for while it holds
+ * others. One per fiber that has taken a lock, found through the fiber itself
+ * (`cells`), not its context: a forked fiber inherits its parent's context,
+ * and must not inherit its parent's waits.
+ */
+interface Cell {
+  waitingFor: Lock | undefined
+}
+
+/** The cells of fibers that took a lock; shared by every `makeKeyedLock`, as the wait-for graph is. */
+const cells = new WeakMap<object, Cell>()
+
+const cellOf = (fiber: AnyFiber): Cell => {
+  let cell = cells.get(fiber)
+  if (cell === undefined) {
+    cell = { waitingFor: undefined }
+    cells.set(fiber, cell)
+  }
+  return cell
 }
 
 /**
@@ -47,6 +101,9 @@ interface Lock {
 const CurrentHolds = Context.Reference<Hold | undefined>("effect-kv/internal/keyedLock/CurrentHolds", {
   defaultValue: () => undefined
 })
+
+/** Hops of the wait-for chain followed at most: a longer chain is a cycle elsewhere, not through this fiber. */
+const MAX_CHAIN = 10_000
 
 type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 
@@ -62,8 +119,12 @@ export interface KeyedLock {
   readonly heldByCurrentFiber: (key: string) => Effect.Effect<boolean>
   /** The keys whose running holds the current fiber is inside (for writes that cannot name their keys up front). */
   readonly keysHeldByCurrentFiber: Effect.Effect<ReadonlyArray<string>>
-  /** Runs `effect` holding the lock of `key`, waiting interruptibly; interruption never leaves a lock behind. */
-  readonly withLock: <A, E, R>(key: string, effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /**
+   * Runs `effect` holding the lock of `key`, waiting interruptibly; interruption
+   * never leaves a lock behind. Fails with a `DriverError` (`Backend`, its cause
+   * a `Deadlock`) instead of waiting when the wait would close a cycle.
+   */
+  readonly withLock: <A, E, R>(key: string, effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | DriverError, R>
 }
 
 export const makeKeyedLock = (): KeyedLock => {
@@ -78,13 +139,18 @@ export const makeKeyedLock = (): KeyedLock => {
       return
     }
     next.granted = true
+    if (next.cell !== undefined) next.cell.waitingFor = undefined
     next.resume?.(Effect.void)
   }
 
-  /** Waits until `waiter` is handed the lock; an interrupted waiter never keeps or loses a lock. */
-  const waitFor = (key: string, lock: Lock, restore: Restore): Effect.Effect<void> => {
-    const waiter: Waiter = { granted: false, resume: undefined }
+  /**
+   * Waits until `waiter` is handed the lock; an interrupted waiter never keeps
+   * or loses a lock. `cell`: the waiting fiber's, when it holds locks.
+   */
+  const waitFor = (key: string, lock: Lock, restore: Restore, cell: Cell | undefined): Effect.Effect<void> => {
+    const waiter: Waiter = { granted: false, resume: undefined, cell }
     lock.waiters.push(waiter)
+    if (cell !== undefined) cell.waitingFor = lock
     const granted = Effect.callback<void>((resume) => {
       if (waiter.granted) resume(Effect.void)
       else waiter.resume = resume
@@ -93,6 +159,7 @@ export const makeKeyedLock = (): KeyedLock => {
       // interrupted while waiting, or just after the lock was handed over
       Effect.onInterrupt(() =>
         Effect.sync(() => {
+          if (cell !== undefined && cell.waitingFor === lock) cell.waitingFor = undefined
           if (waiter.granted) {
             release(key, lock)
           } else {
@@ -111,7 +178,7 @@ export const makeKeyedLock = (): KeyedLock => {
    */
   const hold = <A, E, R>(fiber: AnyFiber, key: string, lock: Lock, body: Effect.Effect<A, E, R>) => {
     const outer = fiber.getRef(CurrentHolds)
-    const mine: Hold = { key, next: outer }
+    const mine: Hold = { key, cell: cellOf(fiber), next: outer }
     lock.holder = mine
     setHolds(fiber, mine)
     // handlers inline, not named or in an object literal (see matchCause.ts)
@@ -130,16 +197,50 @@ export const makeKeyedLock = (): KeyedLock => {
     )
   }
 
-  const withLock = <A, E, R>(key: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  /**
+   * The keys along the wait-for chain from `lock` back to a hold of `cell`'s
+   * fiber (a cycle: waiting for `lock` would never end), or `undefined`.
+   */
+  const cycleBack = (cell: Cell, lock: Lock): Array<string> | undefined => {
+    const chain = [lock.key]
+    let current = lock
+    for (let hops = 0; hops < MAX_CHAIN; hops++) {
+      const holder = current.holder
+      if (holder === undefined) return undefined
+      if (holder.cell === cell) return chain
+      const next = holder.cell.waitingFor
+      if (next === undefined) return undefined
+      chain.push(next.key)
+      current = next
+    }
+    return undefined
+  }
+
+  const deadlock = (key: string, chain: ReadonlyArray<string>): DriverError => {
+    const message = `waiting for key ${JSON.stringify(key)} would deadlock: ${describeCycle(chain, JSON.stringify)}`
+    return new DriverError({ reason: "Backend", message, cause: new Deadlock({ key, chain, message }) })
+  }
+
+  const withLock = <A, E, R>(key: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | DriverError, R> =>
     Effect.uninterruptibleMask((restore) =>
-      Effect.withFiber((fiber) => {
+      Effect.withFiber<A, E | DriverError, R>((fiber) => {
         const existing = locks.get(key)
         if (existing === undefined) {
-          const lock: Lock = { waiters: [], holder: undefined }
+          const lock: Lock = { key, waiters: [], holder: undefined }
           locks.set(key, lock)
           return hold(fiber, key, lock, restore(effect))
         }
-        return Effect.andThen(waitFor(key, existing, restore), Effect.suspend(() => hold(fiber, key, existing, restore(effect))))
+        // only a fiber that holds a lock (its own holds come first in its context) can close a cycle
+        const cell = cells.get(fiber)
+        const holding = cell !== undefined && fiber.getRef(CurrentHolds)?.cell === cell
+        if (holding) {
+          const chain = cycleBack(cell, existing)
+          if (chain !== undefined) return Effect.fail(deadlock(key, chain))
+        }
+        return Effect.andThen(
+          waitFor(key, existing, restore, holding ? cell : undefined),
+          Effect.suspend(() => hold(fiber, key, existing, restore(effect)))
+        )
       })
     )
 

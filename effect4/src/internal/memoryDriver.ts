@@ -20,6 +20,8 @@ import * as Option from "effect/Option"
 import type { Driver, Entry as LiveEntry, Write } from "../KvStore.js"
 import { DriverError } from "../KvStore.js"
 import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "../core/counter.js"
+import { yieldToEventLoop } from "./eventLoop.js"
+import { markFinal } from "./finalPage.js"
 import { makeKeyedLock } from "./keyedLock.js"
 import { makeLazyOrderedIndex } from "./orderedIndex.js"
 import type { OrderedIndex } from "./orderedIndex.js"
@@ -42,16 +44,6 @@ const SWEEP_CHECK_EVERY = 256
 const isLive = (entry: Entry, now: number): boolean => entry.expiresAt === undefined || entry.expiresAt > now
 
 const expiryAt = (now: number, ttl: number | undefined): number | undefined => (ttl === undefined ? undefined : now + ttl)
-
-/**
- * Gives the event loop a turn. `Effect.yieldNow` alone is not enough: Effect's
- * scheduler resumes yielded fibers on microtasks for up to 2048 rounds, and
- * timers and I/O would wait for the whole sweep.
- */
-const yieldToEventLoop: Effect.Effect<void> = Effect.callback<void>((resume) => {
-  const handle = setImmediate(() => resume(Effect.void))
-  return Effect.sync(() => clearImmediate(handle))
-})
 
 export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
   const map = new Map<string, Entry>()
@@ -112,7 +104,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
    * A write: the lock check and `step` in one synchronous step; when an update
    * of the key is in flight, `step` runs once it is done.
    */
-  const writeStep = <A>(key: string, step: (now: number) => A): Effect.Effect<A> =>
+  const writeStep = <A>(key: string, step: (now: number) => A): Effect.Effect<A, DriverError> =>
     Effect.clockWith((clock) =>
       Effect.suspend(() =>
         lock.isLocked(key)
@@ -126,12 +118,12 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
    * and `step` in one synchronous step; when one of them is locked, `step`
    * runs holding all their locks, taken in order.
    */
-  const batchStep = <A>(sortedKeys: ReadonlyArray<string>, step: (now: number) => A): Effect.Effect<A> =>
+  const batchStep = <A>(sortedKeys: ReadonlyArray<string>, step: (now: number) => A): Effect.Effect<A, DriverError> =>
     Effect.clockWith((clock) =>
       Effect.suspend(() =>
         sortedKeys.some(lock.isLocked)
           ? sortedKeys.reduceRight(
-            (inner: Effect.Effect<A>, key) => lock.withLock(key, inner),
+            (inner: Effect.Effect<A, DriverError>, key) => lock.withLock(key, inner),
             Effect.sync(() => step(clock.currentTimeMillisUnsafe()))
           )
           : Effect.succeed(step(clock.currentTimeMillisUnsafe()))
@@ -249,8 +241,25 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
         return found
       }),
     keysPage: (prefix, after, limit) => listing((ordered, now) => livePage(ordered, prefix, after, limit, now, (key) => key)),
-    entriesPage: (prefix, after, limit) =>
-      listing((ordered, now) => livePage(ordered, prefix, after, limit, now, (key, entry) => [key, entry.value] as const)),
+    entriesPage: (prefix, after, limit, maxBytes = Infinity) =>
+      listing((ordered, now) => {
+        const page: Array<readonly [string, Uint8Array]> = []
+        let bytes = 0
+        let more = false
+        ordered.scan(prefix, after, (key) => {
+          const entry = map.get(key)!
+          if (!isLive(entry, now)) return true
+          bytes += entry.value.length
+          // the first entry comes however large; a later one that passes the bound waits for the next page
+          if (page.length === limit || (page.length > 0 && bytes > maxBytes)) {
+            more = true
+            return false
+          }
+          page.push([key, entry.value])
+          return true
+        })
+        return more ? page : markFinal(page)
+      }),
     count: (prefix) =>
       prefix === ""
         ? read((now) => {

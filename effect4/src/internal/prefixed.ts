@@ -15,7 +15,9 @@ import type { Service, StreamOptions } from "../KvStore.js"
 import { KvError, NotFound } from "../KvStore.js"
 import { REDACTED } from "./errors.js"
 import { serviceRateLimits, serviceRedactsKeys } from "./front.js"
-import { readEntry, readIterable } from "../core/iterable.js"
+import { readEntry } from "../core/iterable.js"
+import type { IterableProblem } from "../core/iterable.js"
+import { readBatch } from "./readBatch.js"
 import { keyProblem, MAX_KEY_BYTES, prefixProblem, utf8Length } from "../core/key.js"
 import { valueProblem } from "../core/value.js"
 
@@ -129,8 +131,14 @@ const makeView = (base: Service, prefix: string): Service => {
       return bad !== undefined ? Effect.fail(bad) : Effect.mapError(f(prefix + p), fromStore)
     })
 
-  const fullKeys = (op: string, keys: unknown): Array<string> | KvError => {
-    const read = readIterable(keys, "keys")
+  /** The caller's keys (read bounded, see readBatch.ts), checked, under the view's prefix. */
+  const fullKeys = (op: string, keys: unknown): Effect.Effect<Array<string>, KvError> =>
+    Effect.flatMap(readBatch(keys, "keys"), (read) => {
+      const full = fullKeysOf(op, read)
+      return full instanceof KvError ? Effect.fail(full) : Effect.succeed(full)
+    })
+
+  const fullKeysOf = (op: string, read: Array<unknown> | IterableProblem): Array<string> | KvError => {
     if (!Array.isArray(read)) return invalid(op, undefined, `Invalid keys for ${op}: ${read.problem}`, read.cause)
     const full: Array<string> = new Array(read.length)
     for (let i = 0; i < read.length; i++) {
@@ -141,8 +149,13 @@ const makeView = (base: Service, prefix: string): Service => {
     return full
   }
 
-  const fullEntries = (op: string, entries: unknown): Array<readonly [string, Uint8Array]> | KvError => {
-    const read = readIterable(entries, "entries")
+  const fullEntries = (op: string, entries: unknown): Effect.Effect<Array<readonly [string, Uint8Array]>, KvError> =>
+    Effect.flatMap(readBatch(entries, "entries"), (read) => {
+      const full = fullEntriesOf(op, read)
+      return full instanceof KvError ? Effect.fail(full) : Effect.succeed(full)
+    })
+
+  const fullEntriesOf = (op: string, read: Array<unknown> | IterableProblem): Array<readonly [string, Uint8Array]> | KvError => {
     if (!Array.isArray(read)) return invalid(op, undefined, `Invalid entries for ${op}: ${read.problem}`, read.cause)
     const full: Array<readonly [string, Uint8Array]> = new Array(read.length)
     for (let i = 0; i < read.length; i++) {
@@ -196,21 +209,10 @@ const makeView = (base: Service, prefix: string): Service => {
     increment: (key, options) => keyed("increment", key, (full) => base.increment(full, options)),
     timeToLive: (key) => keyed("timeToLive", key, (full) => base.timeToLive(full)),
     expire: (key, ttl) => keyed("expire", key, (full) => base.expire(full, ttl)),
-    getMany: (keys) =>
-      Effect.suspend(() => {
-        const full = fullKeys("getMany", keys)
-        return full instanceof KvError ? Effect.fail(full) : Effect.mapError(base.getMany(full), fromStore)
-      }),
+    getMany: (keys) => Effect.flatMap(fullKeys("getMany", keys), (full) => Effect.mapError(base.getMany(full), fromStore)),
     setMany: (entries, ttl) =>
-      Effect.suspend(() => {
-        const full = fullEntries("setMany", entries)
-        return full instanceof KvError ? Effect.fail(full) : Effect.mapError(base.setMany(full, ttl), fromStore)
-      }),
-    deleteMany: (keys) =>
-      Effect.suspend(() => {
-        const full = fullKeys("deleteMany", keys)
-        return full instanceof KvError ? Effect.fail(full) : Effect.mapError(base.deleteMany(full), fromStore)
-      }),
+      Effect.flatMap(fullEntries("setMany", entries), (full) => Effect.mapError(base.setMany(full, ttl), fromStore)),
+    deleteMany: (keys) => Effect.flatMap(fullKeys("deleteMany", keys), (full) => Effect.mapError(base.deleteMany(full), fromStore)),
     deletePrefix: (p) => prefixedBy("deletePrefix", p, (full) => base.deletePrefix(full)),
     count: (p) => prefixedBy("count", p, (full) => base.count(full)),
     streamKeys: (p, options?: StreamOptions) =>

@@ -4,6 +4,10 @@
  * trip, bytes ⇄ text ⇄ JSON ⇄ `A`, so every way a stored value can be wrong
  * (not UTF-8, not JSON, not the schema's shape) is a `ParseError` and never a
  * defect, and a value that does not encode fails before anything is written.
+ *
+ * Operations that never touch a value (`delete`, `has`, `keys`, `count`, ...)
+ * are the byte store's own. A later change feed (`watch`, `watchPrefix`) maps
+ * its values through `decodeOption` like `getOption` does.
  */
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -11,27 +15,8 @@ import { dual } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
-import type { KvError, NotFound, Service } from "../KvStore.js"
-
-/** @internal */
-export interface SchemaStore<A, R> {
-  get(key: string): Effect.Effect<A, NotFound | KvError | Schema.SchemaError, R>
-  getOption(key: string): Effect.Effect<Option.Option<A>, KvError | Schema.SchemaError, R>
-  set(key: string, value: A, ttl?: Duration.Input): Effect.Effect<void, KvError | Schema.SchemaError, R>
-  update<E = never, R2 = never>(
-    key: string,
-    f: (current: Option.Option<A>) => Effect.Effect<A, E, R2>,
-    ttl?: Duration.Input
-  ): Effect.Effect<A, E | KvError | Schema.SchemaError, R | R2>
-  delete(key: string): Effect.Effect<boolean, KvError>
-  has(key: string): Effect.Effect<boolean, KvError>
-  keys(prefix: string): Effect.Effect<ReadonlyArray<string>, KvError>
-  getMany(keys: Iterable<string>): Effect.Effect<ReadonlyArray<Option.Option<A>>, KvError | Schema.SchemaError, R>
-  setMany(
-    entries: Iterable<readonly [key: string, value: A]>,
-    ttl?: Duration.Input
-  ): Effect.Effect<void, KvError | Schema.SchemaError, R>
-}
+import * as Stream from "effect/Stream"
+import type { KvError, SchemaStore, Service } from "../KvStore.js"
 
 const encoder = new TextEncoder()
 // `fatal`: bytes that are not UTF-8 are a SchemaError, not text with U+FFFD in it.
@@ -60,9 +45,11 @@ const make = <A, I, RD, RE>(store: Service, schema: Schema.Codec<A, I, RD, RE>):
     Option.isNone(option) ? Effect.succeedNone : Effect.asSome(decode(option.value))
 
   return {
+    store,
     get: (key) => Effect.flatMap(store.get(key), decode),
     getOption: (key) => Effect.flatMap(store.getOption(key), decodeOption),
     set: (key, value, ttl) => Effect.flatMap(encode(value), (bytes) => store.set(key, bytes, ttl)),
+    setIfAbsent: (key, value, ttl) => Effect.flatMap(encode(value), (bytes) => store.setIfAbsent(key, bytes, ttl)),
     getMany: (keys) => Effect.flatMap(store.getMany(keys), Effect.forEach(decodeOption)),
     // every value is encoded before anything is written: one that does not encode writes nothing
     setMany: (entries, ttl) =>
@@ -93,11 +80,21 @@ const make = <A, I, RD, RE>(store: Service, schema: Schema.Codec<A, I, RD, RE>):
       }),
     delete: (key) => store.delete(key),
     has: (key) => store.has(key),
-    keys: (prefix) => store.keys(prefix)
+    keys: (prefix) => store.keys(prefix),
+    timeToLive: (key) => store.timeToLive(key),
+    expire: (key, ttl) => store.expire(key, ttl),
+    deleteMany: (keys) => store.deleteMany(keys),
+    deletePrefix: (prefix) => store.deletePrefix(prefix),
+    count: (prefix) => store.count(prefix),
+    streamKeys: (prefix, options) => store.streamKeys(prefix, options),
+    streamEntries: (prefix, options) =>
+      Stream.mapEffect(
+        store.streamEntries(prefix, options),
+        ([key, bytes]) => Effect.map(decode(bytes), (value) => [key, value] as const)
+      )
   }
 }
 
-/** @internal */
 export const forSchema: {
   <A, I, RD, RE>(schema: Schema.Codec<A, I, RD, RE>): (self: Service) => SchemaStore<A, RD | RE>
   <A, I, RD, RE>(self: Service, schema: Schema.Codec<A, I, RD, RE>): SchemaStore<A, RD | RE>

@@ -8,11 +8,12 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import type { Driver, Entry, RateLimitRequest, Write } from "../../KvStore.js"
+import type { Driver, Entry, RateLimitRequest, Write } from "../../KvDriver.js"
 import { DriverError } from "../../KvStore.js"
 import { NOT_A_COUNTER, parseCounter } from "../../core/counter.js"
 import { keyHash } from "../../core/hash.js"
 import { INVALID_STATE, rateLimitAnswerOf } from "../../core/rateLimit.js"
+import { markFinal } from "../finalPage.js"
 import { makeKeyedLock } from "../keyedLock.js"
 import { makeCoalescer, RETRY } from "./coalesce.js"
 import type { Retry } from "./coalesce.js"
@@ -632,10 +633,17 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     return backendRead(Effect.map(run(ranged.keysPage, [...params, after ?? "", limit]), (rows) => rows.map((row) => String(row["key"]))))
   }
 
-  const entriesPage = (prefix: string, after: string | undefined, limit: number) => {
+  /** Bounded in count and, in the statement, in bytes: values past the bound are not read. */
+  const entriesPage = (prefix: string, after: string | undefined, limit: number, maxBytes = Number.MAX_SAFE_INTEGER) => {
     const { params, ranged } = rangeOf(prefix)
-    return backendRead(run(ranged.entriesPage, [...params, after ?? "", limit])).pipe(
-      Effect.flatMap((rows) => Effect.forEach(rows, (row) => Effect.map(bytesOf(row), (value) => [String(row["key"]), value] as const)))
+    return backendRead(run(ranged.entriesPage, [...params, after ?? "", limit, maxBytes])).pipe(
+      Effect.flatMap((rows) =>
+        Effect.map(
+          Effect.forEach(rows, (row) => Effect.map(bytesOf(row), (value) => [String(row["key"]), value] as const)),
+          // the last page: short of the limit, and nothing cut by bytes
+          (entries) => rows.length < limit && rows.length === Number(rows[0]?.["seen"] ?? 0) ? markFinal(entries) : entries
+        )
+      )
     )
   }
 

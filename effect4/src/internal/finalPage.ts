@@ -1,0 +1,1 @@
+../../../src/internal/finalPage.ts
