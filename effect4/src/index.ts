@@ -42,3 +42,11 @@ export * as KvDriver from "./KvDriver.js"
  * @since 2.0.0
  */
 export * as KvKeyValueStore from "./KvKeyValueStore.js"
+
+/**
+ * Effect 4's `BackingPersistence` and `Persistence` (behind `PersistedCache`,
+ * `effect/persistence`) on the `KvStore` in context.
+ *
+ * @since 2.0.0
+ */
+export * as KvPersistence from "./KvPersistence.js"
