@@ -50,3 +50,11 @@ export * as KvKeyValueStore from "./KvKeyValueStore.js"
  * @since 2.0.0
  */
 export * as KvPersistence from "./KvPersistence.js"
+
+/**
+ * Effect 4's `RateLimiterStore` (`effect/persistence`, with `adaptiveConsume` and
+ * `adaptiveFeedback`) on the `KvStore` in context.
+ *
+ * @since 2.0.0
+ */
+export * as KvRateLimiter from "./KvRateLimiter.js"
