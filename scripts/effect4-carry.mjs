@@ -24,9 +24,15 @@ const upstreamFile = path.join(root, "effect4", "UPSTREAM")
 
 /**
  * Copies rewritten for Effect 4 rather than carried: a change to their twin is ported by
- * hand (connection.ts is built on @effect/sql 4's client and its error reasons).
+ * hand. connection.ts is built on @effect/sql 4's client and its error reasons;
+ * KvPersistence.ts serves Effect 4's Persistence (object | undefined values, PersistenceError);
+ * internal/rateLimiter.ts runs Effect 4's arithmetic (core/rateLimit4.ts) and adaptive methods.
  */
-export const rewritten = new Set(["internal/postgres/connection.ts"])
+export const rewritten = new Set([
+  "internal/postgres/connection.ts",
+  "KvPersistence.ts",
+  "internal/rateLimiter.ts"
+])
 
 /** effect4/src files that are copies (not links) of a file of the same path under src/. */
 export const copies = () => {
