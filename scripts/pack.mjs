@@ -29,13 +29,11 @@ export const pack = async (destination) => {
   try {
     for (const entry of staged) await fs.cp(path.join(root, entry), path.join(stage, entry), { recursive: true })
     await fs.symlink(path.join(root, "node_modules"), path.join(stage, "node_modules"), "dir")
-    const { stdout } = await run(npm, ["pack", "--json", "--pack-destination", destination], {
-      cwd: stage,
-      maxBuffer: 64 * 1024 * 1024
-    })
-    // prepack's output (the build) may precede the JSON
-    const report = JSON.parse(stdout.slice(stdout.indexOf("["))) // [{ filename, ... }]
-    return path.join(destination, report[0].filename)
+    await run(npm, ["pack", "--pack-destination", destination], { cwd: stage, maxBuffer: 64 * 1024 * 1024 })
+    // the one tarball there (npm's report is not parsed: its --json output differs between npm lines)
+    const tarballs = (await fs.readdir(destination)).filter((f) => f.endsWith(".tgz"))
+    if (tarballs.length !== 1) throw new Error(`npm pack left ${tarballs.length} tarballs in ${destination}`)
+    return path.join(destination, tarballs[0])
   } finally {
     await fs.rm(stage, { recursive: true, force: true })
   }
