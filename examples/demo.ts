@@ -131,6 +131,7 @@ const runAll = (runId: string) =>
     for (const e of examples) yield* e.run(`${runId}${e.name.split(" ")[0]}:`)
     const leftovers = yield* KvStore.deletePrefix(runId)
     yield* Console.log(`\nall ${examples.length} examples showed what they claim; removed the run's ${leftovers} keys`)
+    yield* Console.log("the same store for Effect 4 (effect4/, effect-kv 2.x): npm run demo:effect4")
   })
 
 // The examples narrate with `Effect.log`; print those lines plainly, indented under the example's name.

@@ -14,7 +14,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
-import ts from "typescript"
+import ts from "typescript-5.9" // TypeScript 7 (the build's compiler) has no JavaScript API; 5.9 has
 import { effectLineProblem, majorOf, PACKAGE_VERSION } from "../src/core/effectLine.js"
 import { checkEffectLine } from "../src/internal/effectLine.js"
 

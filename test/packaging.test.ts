@@ -1,12 +1,15 @@
 /**
- * The package as a user gets it: `npm pack` (which builds through `prepare`),
- * the tarball installed into a scratch project, then plain `node` and `tsc` there.
+ * The package as a user gets it: the tarball `npm pack` makes (packed once for
+ * the run by test/globalSetup.ts, which builds it), installed with the npm on
+ * PATH into a scratch project (CI runs this file again with npm 12 on Node 24),
+ * then plain `node` and both TypeScript lines (7, the native compiler, and 5.9) there.
  *
- * Offline: npm installs only the tarball (effect-kv has no dependencies of its
- * own; `--legacy-peer-deps` keeps npm from fetching the peers), and the peers
- * of the README's memory-only install line are then linked in from this repo's
- * node_modules. @effect/sql-pg is deliberately absent: the index must load
- * without it.
+ * npm installs the tarball and its one dependency (from its cache when it has
+ * it, else from the registry: nothing here may depend on what a cache happens
+ * to hold), with `--legacy-peer-deps` so that it fetches no peers; the peers of
+ * the README's memory-only install line are then linked in from this repo's
+ * node_modules, at the versions the rest of the suite tests. @effect/sql-pg is
+ * deliberately absent from the app: the index must load without it.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { execFile } from "node:child_process"
@@ -30,40 +33,31 @@ const publicModules = async () =>
 
 let tmp = ""
 let app = ""
+/** What `npm install <tarball>` printed (stdout and stderr). */
+let installLog = ""
 
 const node = async (file: string) => {
-  const { stdout } = await run(process.execPath, [file], { cwd: app, timeout: 30_000 })
+  const { stdout } = await run(process.execPath, [file], { cwd: app, timeout: 60_000 })
   return stdout.trim()
 }
 
-const tsc = (project: string) =>
-  run(process.execPath, [path.join(repo, "node_modules", "typescript", "bin", "tsc"), "-p", project], {
-    cwd: app,
-    timeout: 60_000
-  }).then(
-    () => "",
-    (error: { stdout?: string; stderr?: string }) => `${error.stdout ?? ""}${error.stderr ?? ""}` || String(error)
-  )
-
 beforeAll(async () => {
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "effect-kv-pack-"))
+  const tarball = inject("tarball")
+  if (tarball === "") throw new Error("no tarball: test/globalSetup.ts packs it when the run includes this file")
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "effect-kv-app-"))
   app = path.join(tmp, "app")
   await fs.mkdir(app)
-  const packed = await run(npm, ["pack", "--json", "--pack-destination", tmp], { cwd: repo, timeout: 120_000 })
-  // prepare's output (the build) may precede the JSON
-  const report = JSON.parse(packed.stdout.slice(packed.stdout.indexOf("["))) as Array<{ filename: string }>
-  const tarball = path.join(tmp, report[0]!.filename)
-
   await fs.writeFile(path.join(app, "package.json"), JSON.stringify({ name: "app", private: true }))
-  await run(npm, [
-    "install", "--offline", "--no-audit", "--no-fund", "--ignore-scripts", "--legacy-peer-deps", "--no-save", tarball
-  ], { cwd: app, timeout: 120_000 })
+  const installed = await run(npm, [
+    "install", "--prefer-offline", "--no-audit", "--no-fund", "--legacy-peer-deps", "--no-save", tarball
+  ], { cwd: app, timeout: 240_000 })
+  installLog = `${installed.stdout}${installed.stderr}`
   for (const name of memoryOnlyPeers) await linkPeer(name)
-}, 180_000)
+}, 300_000) // its own budget: one install of one package and a dependency, from the registry at worst
 
-/** Makes the repo's copy of a package resolvable from the scratch app. */
-const linkPeer = async (name: string) => {
-  const link = path.join(app, "node_modules", name)
+/** Makes the repo's copy of a package resolvable from `dir` (default: the scratch app). */
+const linkPeer = async (name: string, dir = app) => {
+  const link = path.join(dir, "node_modules", name)
   await fs.mkdir(path.dirname(link), { recursive: true })
   await fs.symlink(await fs.realpath(path.join(repo, "node_modules", name)), link, "dir")
 }
@@ -89,6 +83,19 @@ const readmeBlocks = async () =>
 const promisedOutput = (block: string) => block.trim().split("\n").at(-1)!.replace(/^\/\/ /, "")
 
 describe("packaging", () => {
+  it("installs with the npm on PATH and no warning about effect-kv (npm 12: no install script to allow)", async () => {
+    const version = (await run(npm, ["--version"], { cwd: app })).stdout.trim()
+    // CI's run on Node 24 says which npm it put on PATH: make sure this file ran with it
+    const expected = process.env["EFFECT_KV_EXPECT_NPM"]
+    if (expected !== undefined && expected !== "") assert.strictEqual(version.split(".")[0], expected, `npm ${version}`)
+    const warnings = installLog.split("\n").filter((line) => /\b(warn|ERR)/i.test(line) && /effect-kv/.test(line))
+    assert.deepStrictEqual(warnings, [], installLog)
+    // whatever the npm: a tarball's (or git checkout's) install scripts and prepare would need the user's approval
+    const manifest = JSON.parse(await fs.readFile(path.join(app, "node_modules", "effect-kv", "package.json"), "utf8"))
+    const installScripts = ["preinstall", "install", "postinstall", "prepare"].filter((s) => s in (manifest.scripts ?? {}))
+    assert.deepStrictEqual(installScripts, [])
+  })
+
   it("the tarball holds the builds, sources for the maps, README and LICENSE, and no tests", async () => {
     const installed = path.join(app, "node_modules", "effect-kv")
     for (const file of ["LICENSE", "README.md", "dist/esm/index.js", "dist/cjs/index.js", "src/index.ts"]) {
@@ -195,39 +202,63 @@ console.log(JSON.stringify(report))
     assert.strictEqual(report["effect-kv/dist/esm/index.js"], "ERR_PACKAGE_PATH_NOT_EXPORTED")
   })
 
-  it("types resolve for ESM and CommonJS (module node16) and for moduleResolution node10", async () => {
+  it("types: a strict consumer type-checks against the packed .d.ts with TypeScript 7 and 5.9 (nodenext, bundler; node10 on 5.9)", async () => {
+    // a project of its own, as a TypeScript user has it: effect-kv and its peers, @effect/sql-pg,
+    // and what TypeScript 6+ needs spelled out: "types": ["node"] and @types/pg (for @effect/sql-pg's types);
+    // "DOM" in lib because @effect/platform's KeyValueStore declarations name DOM's Storage (or skipLibCheck)
+    const typed = path.join(tmp, "typed")
+    await fs.cp(path.join(app, "node_modules", "effect-kv"), path.join(typed, "node_modules", "effect-kv"), { recursive: true })
+    for (const name of [...memoryOnlyPeers, "@effect/sql-pg", "@types/node", "@types/pg"]) await linkPeer(name, typed)
     // the @ts-expect-error lines fail the check if the types came out as `any`
-    const body = (from: (s: string) => string) => `
-${from("effect")}
-${from("effect-kv")}
+    const program = `
+import { PgClient } from "@effect/sql-pg"
+import { Config, Effect, Layer } from "effect"
+import { KvStore, MemoryStore, PostgresStore } from "effect-kv"
+import * as PostgresStoreModule from "effect-kv/PostgresStore"
 const layer: Layer.Layer<KvStore.KvStore, KvStore.KvError> = MemoryStore.layer({ maxEntries: 10 })
 const get: Effect.Effect<Uint8Array, KvStore.NotFound | KvStore.KvError, KvStore.KvStore> = KvStore.get("k")
 // @ts-expect-error a key is a string
 KvStore.get(42)
-export const program = Effect.provide(get, layer)
-`
-    const esmImport = (s: string) =>
-      s === "effect" ? `import { Effect, Layer } from "effect"` : `import { KvStore, MemoryStore } from "effect-kv"`
-    const subpaths = `
-import * as PostgresStore from "effect-kv/PostgresStore"
 // @ts-expect-error options are checked
-PostgresStore.layer({ table: 1 })
+PostgresStoreModule.layer({ table: 1 })
+export const program = Effect.provide(get, layer)
+export const pgLayer: Layer.Layer<KvStore.KvStore, unknown> = PostgresStore.layer({ table: "kv_store" }).pipe(
+  Layer.provide(PgClient.layerConfig({ url: Config.redacted("DATABASE_URL") }))
+)
+export const same: typeof PostgresStore.layer = PostgresStoreModule.layer
+export const timer: NodeJS.Timeout = setTimeout(() => undefined, 0)
 `
-    await fs.writeFile(path.join(app, "check-esm.mts"), body(esmImport) + subpaths)
-    await fs.writeFile(path.join(app, "check-cjs.cts"), body(esmImport) + subpaths)
-    await fs.mkdir(path.join(app, "node10"))
-    await fs.writeFile(path.join(app, "node10", "check.ts"), body(esmImport) + subpaths)
-    const common = { strict: true, noEmit: true, skipLibCheck: false, types: [], lib: ["ES2022", "DOM"], target: "ES2022" }
-    await fs.writeFile(path.join(app, "tsconfig.json"), JSON.stringify({
-      compilerOptions: { ...common, module: "node16", moduleResolution: "node16" },
-      files: ["check-esm.mts", "check-cjs.cts"]
-    }))
-    await fs.writeFile(path.join(app, "node10", "tsconfig.json"), JSON.stringify({
-      compilerOptions: { ...common, module: "commonjs", moduleResolution: "node10" },
-      files: ["check.ts"]
-    }))
-    const [nodeNext, node10] = await Promise.all([tsc("tsconfig.json"), tsc("node10/tsconfig.json")])
-    assert.strictEqual(nodeNext, "", "module node16")
-    assert.strictEqual(node10, "", "moduleResolution node10")
-  })
+    const common = {
+      strict: true, exactOptionalPropertyTypes: true, skipLibCheck: false, noEmit: true,
+      target: "ES2022", lib: ["ES2022", "DOM"], types: ["node"]
+    }
+    const configs = {
+      nodenext: { compilerOptions: { ...common, module: "nodenext", moduleResolution: "nodenext" }, files: ["check.mts", "check.cts"] },
+      bundler: { compilerOptions: { ...common, module: "preserve", moduleResolution: "bundler" }, files: ["check.ts"] },
+      node10: { compilerOptions: { ...common, module: "commonjs", moduleResolution: "node10" }, files: ["check.ts"] }
+    }
+    for (const file of ["check.mts", "check.cts", "check.ts"]) await fs.writeFile(path.join(typed, file), program)
+    for (const [name, config] of Object.entries(configs)) {
+      await fs.writeFile(path.join(typed, `tsconfig.${name}.json`), JSON.stringify(config, null, 2))
+    }
+    const tsc = (typescript: string, config: string) =>
+      run(process.execPath, [path.join(repo, "node_modules", typescript, "bin", "tsc"), "-p", `tsconfig.${config}.json`], {
+        cwd: typed,
+        timeout: 300_000
+      }).then(
+        () => "",
+        (error: { stdout?: string; stderr?: string }) => `${error.stdout ?? ""}${error.stderr ?? ""}` || String(error)
+      )
+    const version = async (typescript: string) =>
+      JSON.parse(await fs.readFile(path.join(repo, "node_modules", typescript, "package.json"), "utf8")).version as string
+    assert.match(await version("typescript"), /^7\./)
+    assert.match(await version("typescript-5.9"), /^5\.9\./)
+    // node10 resolution is gone from TypeScript 7 (deprecated in 6): checked on 5.9, where typesVersions serve it
+    const checks: Array<[string, string]> = [
+      ["typescript", "nodenext"], ["typescript", "bundler"],
+      ["typescript-5.9", "nodenext"], ["typescript-5.9", "bundler"], ["typescript-5.9", "node10"]
+    ]
+    const results = await Promise.all(checks.map(([ts, config]) => tsc(ts, config)))
+    checks.forEach(([ts, config], i) => assert.strictEqual(results[i], "", `${ts} ${config}`))
+  }, 600_000) // five compilers over effect's declarations without skipLibCheck: slow on a loaded machine
 })
