@@ -1,7 +1,9 @@
 /**
  * The in-memory driver: entries in one `Map` (insertion order doubles as the
  * least-recently-used order), expiry on the Effect `Clock` (so `TestClock`
- * drives it), and a sliced sweep of expired entries.
+ * drives it), and a sweep of expired entries that pops them from an expiry
+ * index (a min-heap, `core/expiryIndex.ts`) in slices: it costs O(expired), not
+ * O(entries).
  *
  * Every write checks the key's lock and writes in the same synchronous step,
  * so no write can land between an update's read and its write; a write of a
@@ -20,6 +22,7 @@ import * as Option from "effect/Option"
 import type { Driver, Entry as LiveEntry, Write } from "../KvStore.js"
 import { DriverError } from "../KvStore.js"
 import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "../core/counter.js"
+import { makeExpiryIndex } from "../core/expiryIndex.js"
 import { yieldToEventLoop } from "./eventLoop.js"
 import { markFinal } from "./finalPage.js"
 import { makeKeyedLock } from "./keyedLock.js"
@@ -52,12 +55,18 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
   /** The keys in code point order, from the first listing on (built in slices, see `makeLazyOrderedIndex`). */
   const index = makeLazyOrderedIndex(() => map.keys())
 
+  /** The keys of the entries with an expiry, earliest first; a node is current while the key's entry still expires then. */
+  const expiry = makeExpiryIndex((key, expiresAt) => map.get(key)?.expiresAt === expiresAt)
+
   /**
-   * Whether an entry with an expiry was ever written. Until then every entry
-   * is live and `keys` and `count` need not look entries up: at a million keys
-   * those lookups, cache misses mostly, cost ten times the index scan.
+   * Whether no entry has expired at `now`, so listings need not look entries
+   * up for their expiry: at a million keys those lookups, cache misses mostly,
+   * cost ten times the index scan.
    */
-  let anyExpiry = false
+  const noneExpired = (now: number): boolean => {
+    const earliest = expiry.earliest()
+    return earliest === undefined || earliest > now
+  }
 
   /** A listing: `f` on the complete index, in one synchronous step. */
   const listing = <A>(f: (ordered: OrderedIndex, now: number) => A): Effect.Effect<A> =>
@@ -70,24 +79,31 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
     map.set(key, entry)
   }
 
-  const remove = (key: string): boolean => {
-    if (!map.delete(key)) return false
+  /** Removes `key`, whose entry is `entry`. */
+  const remove = (key: string, entry: Entry): void => {
+    map.delete(key)
+    if (entry.expiresAt !== undefined) expiry.invalidate()
     index.maintained?.remove(key)
-    return true
   }
 
   const put = (key: string, entry: Entry): void => {
-    if (entry.expiresAt !== undefined) anyExpiry = true
+    const before = map.get(key)
+    if (before?.expiresAt !== entry.expiresAt) {
+      if (before?.expiresAt !== undefined) expiry.invalidate()
+      if (entry.expiresAt !== undefined) expiry.add(key, entry.expiresAt)
+    }
     if (trackUse) {
-      if (!map.delete(key)) {
+      if (before !== undefined) {
+        map.delete(key)
+      } else {
         if (map.size >= maxEntries) {
-          const oldest = map.keys().next()
-          if (oldest.done !== true) remove(oldest.value)
+          const oldest = map.entries().next()
+          if (oldest.done !== true) remove(oldest.value[0], oldest.value[1])
         }
         index.maintained?.add(key)
       }
-    } else if (index.maintained !== undefined && !map.has(key)) {
-      index.maintained.add(key)
+    } else if (before === undefined) {
+      index.maintained?.add(key)
     }
     map.set(key, entry)
   }
@@ -134,23 +150,22 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
   const deleteLive = (key: string, now: number): boolean => {
     const entry = map.get(key)
     if (entry === undefined) return false
-    remove(key)
+    remove(key, entry)
     return isLive(entry, now)
   }
 
-  /** Up to `limit` live entries under `prefix` after `after`, ascending, as `f` makes them. */
-  const livePage = <A>(
+  /** Up to `limit` live keys under `prefix` after `after`, ascending. */
+  const liveKeysPage = (
     ordered: OrderedIndex,
     prefix: string,
     after: string | undefined,
     limit: number,
-    now: number,
-    f: (key: string, entry: Entry) => A
-  ): Array<A> => {
-    const page: Array<A> = []
+    now: number
+  ): Array<string> => {
+    const page: Array<string> = []
+    const check = !noneExpired(now)
     ordered.scan(prefix, after, (key) => {
-      const entry = map.get(key)!
-      if (isLive(entry, now)) page.push(f(key, entry))
+      if (!check || isLive(map.get(key)!, now)) page.push(key)
       return page.length < limit
     })
     return page
@@ -193,26 +208,25 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
 
   /**
    * Removes expired entries in slices, yielding between them, so a huge map
-   * does not stall the process. Entries are deleted in place, so writes made
-   * while a sweep is suspended are kept.
+   * does not stall the process: each slice pops the due keys from the expiry
+   * index, so a sweep visits only expired entries. Entries are deleted in
+   * place, so writes made while a sweep is suspended are kept (a key rewritten
+   * meanwhile has a new expiry, and its old node is stale).
    */
   const sweepExpired: Effect.Effect<number> = Effect.clockWith((clock) =>
     Effect.suspend(() => {
-      // a Map iterator tolerates deletes and inserts between next() calls
-      const entries = map.entries()
       let removed = 0
       const sweepSlice = Effect.sync((): boolean => {
         const now = clock.currentTimeMillisUnsafe()
         // the wall clock, not the Effect clock: this bounds real time spent, and a TestClock stands still
         const started = performance.now()
         for (let i = 1;; i++) {
-          const next = entries.next()
-          if (next.done === true) return true
-          const [key, entry] = next.value
-          if (!isLive(entry, now)) {
-            remove(key)
-            removed++
-          }
+          const key = expiry.popDue(now)
+          if (key === undefined) return true
+          // popped: the index no longer counts its node, so no `remove` (which would invalidate it again)
+          map.delete(key)
+          index.maintained?.remove(key)
+          removed++
           if (i % SWEEP_CHECK_EVERY === 0 && performance.now() - started >= SWEEP_SLICE_MILLIS) return false
         }
       })
@@ -234,13 +248,14 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
     keys: (prefix) =>
       listing((ordered, now) => {
         const found: Array<string> = []
+        const check = !noneExpired(now)
         ordered.scan(prefix, undefined, (key) => {
-          if (!anyExpiry || isLive(map.get(key)!, now)) found.push(key)
+          if (!check || isLive(map.get(key)!, now)) found.push(key)
           return true
         })
         return found
       }),
-    keysPage: (prefix, after, limit) => listing((ordered, now) => livePage(ordered, prefix, after, limit, now, (key) => key)),
+    keysPage: (prefix, after, limit) => listing((ordered, now) => liveKeysPage(ordered, prefix, after, limit, now)),
     entriesPage: (prefix, after, limit, maxBytes = Infinity) =>
       listing((ordered, now) => {
         const page: Array<readonly [string, Uint8Array]> = []
@@ -263,14 +278,16 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
     count: (prefix) =>
       prefix === ""
         ? read((now) => {
+          if (noneExpired(now)) return map.size
           let n = 0
           for (const entry of map.values()) if (isLive(entry, now)) n++
           return n
         })
         : listing((ordered, now) => {
           let n = 0
+          const check = !noneExpired(now)
           ordered.scan(prefix, undefined, (key) => {
-            if (!anyExpiry || isLive(map.get(key)!, now)) n++
+            if (!check || isLive(map.get(key)!, now)) n++
             return true
           })
           return n
