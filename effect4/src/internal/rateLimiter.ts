@@ -26,7 +26,7 @@ import {
   parseTokenBucket,
   tokenBucketStep
 } from "../core/rateLimit4.js"
-import type { Step } from "../core/rateLimit4.js"
+import type { AdaptiveState, FixedWindowState, Step, TokenBucketState } from "../core/rateLimit4.js"
 import type * as KvStore from "../KvStore.js"
 
 const encoder = new TextEncoder()
@@ -55,7 +55,9 @@ class NoWrite {
   constructor(readonly ttl?: number) {}
 }
 
-interface StepOf<S extends { readonly expiresAt: number }, A> {
+type State = FixedWindowState | TokenBucketState | AdaptiveState
+
+interface StepOf<S extends State, A> {
   readonly parse: (text: string) => S | undefined
   readonly step: (stored: S | undefined, now: number) => Step<S, A>
   /** The longest a state can need to be kept, when the call's arguments bound it. */
@@ -71,7 +73,7 @@ interface StepOf<S extends { readonly expiresAt: number }, A> {
  * An unchanged state is not written; a state that ends while still stored is
  * overwritten by a copy that has ended.
  */
-const runStep = <S extends { readonly expiresAt: number }, A>(
+const runStep = <S extends State, A>(
   store: KvStore.Service,
   key: string,
   { bound, parse, step }: StepOf<S, A>
@@ -97,12 +99,12 @@ const runStep = <S extends { readonly expiresAt: number }, A>(
             if (next === undefined) {
               // the stored state may still be live: replace it by one that has ended
               return stored !== undefined && stored.expiresAt > now
-                ? Effect.succeed(encoder.encode(encodeState({ ...stored, expiresAt: now } as never)))
+                ? Effect.succeed(encoder.encode(encodeState({ ...stored, expiresAt: now })))
                 : Effect.fail(new NoWrite())
             }
             const needed = Math.max(1, Math.ceil(next.expiresAt - now))
             if (needed > ttl) return Effect.fail(new NoWrite(needed))
-            return Effect.succeed(encoder.encode(encodeState(next as never)))
+            return Effect.succeed(encoder.encode(encodeState(next)))
           }),
         Duration.millis(ttl)
       ).pipe(
