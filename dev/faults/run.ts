@@ -9,10 +9,12 @@
 import { restartScenario } from "./restart.js"
 import type { ScenarioResult } from "./shared.js"
 import { requestsScenario } from "./requests.js"
+import { outcomeScenario } from "./outcome.js"
 
 const scenarios: ReadonlyArray<readonly [string, () => Promise<ScenarioResult>]> = [
   ["restart", restartScenario],
-  ["requests", requestsScenario]
+  ["requests", requestsScenario],
+  ["outcome", outcomeScenario]
 ]
 
 /** A scenario still running after this is stuck: reported, and the run fails. */
