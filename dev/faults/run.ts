@@ -10,11 +10,13 @@ import { restartScenario } from "./restart.js"
 import type { ScenarioResult } from "./shared.js"
 import { requestsScenario } from "./requests.js"
 import { outcomeScenario } from "./outcome.js"
+import { deadlocksScenario } from "./deadlocks.js"
 
 const scenarios: ReadonlyArray<readonly [string, () => Promise<ScenarioResult>]> = [
   ["restart", restartScenario],
   ["requests", requestsScenario],
-  ["outcome", outcomeScenario]
+  ["outcome", outcomeScenario],
+  ["deadlocks", deadlocksScenario]
 ]
 
 /** A scenario still running after this is stuck: reported, and the run fails. */
