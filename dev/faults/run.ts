@@ -11,12 +11,14 @@ import type { ScenarioResult } from "./shared.js"
 import { requestsScenario } from "./requests.js"
 import { outcomeScenario } from "./outcome.js"
 import { deadlocksScenario } from "./deadlocks.js"
+import { locktableScenario } from "./locktable.js"
 
 const scenarios: ReadonlyArray<readonly [string, () => Promise<ScenarioResult>]> = [
   ["restart", restartScenario],
   ["requests", requestsScenario],
   ["outcome", outcomeScenario],
-  ["deadlocks", deadlocksScenario]
+  ["deadlocks", deadlocksScenario],
+  ["locktable", locktableScenario]
 ]
 
 /** A scenario still running after this is stuck: reported, and the run fails. */
