@@ -4,15 +4,32 @@
  *
  * - restart.ts: PostgreSQL restarted (cleanly, then as a crash) under
  *   contended writes from 2 processes × 50 fibers that retry as apps do;
- * - requests.ts: request timeouts interrupting calls on a saturated pool.
+ * - requests.ts: request timeouts interrupting calls on a saturated pool;
+ * - outcome.ts: committed increments whose answer is lost (forced SyncRep
+ *   window), coalesced and single, from 2 pools;
+ * - deadlocks.ts: nested updates of random key pairs in random orders, on
+ *   MemoryStore and on 2 PostgreSQL pools;
+ * - locktable.ts: a setMany of 60k keys, and one of 100k killed, beside
+ *   bystander sessions on another table;
+ * - deadreads.ts: reads while every backend of a warm pool is killed.
+ *
+ * `npm run faults -- <name>` runs one scenario (names below).
  */
 import { restartScenario } from "./restart.js"
 import type { ScenarioResult } from "./shared.js"
 import { requestsScenario } from "./requests.js"
+import { outcomeScenario } from "./outcome.js"
+import { deadlocksScenario } from "./deadlocks.js"
+import { locktableScenario } from "./locktable.js"
+import { deadreadsScenario } from "./deadreads.js"
 
 const scenarios: ReadonlyArray<readonly [string, () => Promise<ScenarioResult>]> = [
   ["restart", restartScenario],
-  ["requests", requestsScenario]
+  ["requests", requestsScenario],
+  ["outcome", outcomeScenario],
+  ["deadlocks", deadlocksScenario],
+  ["locktable", locktableScenario],
+  ["deadreads", deadreadsScenario]
 ]
 
 /** A scenario still running after this is stuck: reported, and the run fails. */
