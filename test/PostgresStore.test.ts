@@ -29,6 +29,7 @@ import { makeDriver } from "../src/internal/postgres/driver.js"
 import { statementsFor } from "../src/internal/postgres/store.js"
 import * as PostgresStore from "../src/PostgresStore.js"
 import { conformance } from "./conformance.js"
+import { sleepReal } from "../src/internal/conformanceHelpers.js"
 
 const databaseUrl = inject("databaseUrl")
 const run = randomUUID().slice(0, 8)
@@ -210,6 +211,43 @@ describe("PostgresStore", () => {
         assert.strictEqual(text(yield* one.get("a")), winner)
         assert.strictEqual(text(yield* one.get("b")), winner)
       }))
+
+    it.scoped("nested updates in opposite orders, two fibers on each of two instances: every call ends, the only failures say \"deadlock\"", () =>
+      Effect.gen(function*() {
+        // A cycle here can pass through both a process's own key lock and PostgreSQL's advisory locks
+        // (A's fiber 1 holds "a" and waits for "b" held by B's fiber 1, whose nested wait for "a" would sit
+        // behind A's fiber 2 in A's process lock). Only waits in one place can be seen by one detector.
+        const table = freshTable("deadlock2x2")
+        const [one, two] = yield* Effect.all([instance({ table }), instance({ table })])
+        yield* one.setMany([["a", bytes("0")], ["b", bytes("0")]])
+        const add = (current: Option.Option<Uint8Array>) =>
+          Effect.succeed(bytes(String(Number(Option.isSome(current) ? text(current.value) : "0") + 1)))
+        const crossed = (store: KvStore.Service, outer: string, inner: string) =>
+          store.update(outer, (current) =>
+            sleepReal(20).pipe(Effect.zipRight(store.update(inner, add)), Effect.zipRight(add(current))))
+        const calls = [
+          crossed(one, "a", "b"), crossed(one, "a", "b"), crossed(one, "b", "a"),
+          crossed(two, "b", "a"), crossed(two, "b", "a"), crossed(two, "a", "b")
+        ]
+        const exits = yield* Effect.timeoutFail(
+          Effect.forEach(Array.from({ length: 4 }, () => calls).flat(), (call) => Effect.exit(call), { concurrency: "unbounded" }),
+          { duration: "30 seconds", onTimeout: () => new Error("nested updates on two instances waited for each other (deadlock)") }
+        )
+        let acknowledged = 0
+        for (const exit of exits) {
+          if (Exit.isSuccess(exit)) {
+            acknowledged++
+            continue
+          }
+          const error = Option.getOrThrow(Cause.failureOption(exit.cause)) as KvStore.KvError
+          assert.strictEqual(error.reason, "Backend", error.message)
+          assert.include(error.message, "deadlock")
+        }
+        assert.isAbove(acknowledged, 0)
+        // each acknowledged call added one to both keys; a failed one added nothing
+        assert.strictEqual(text(yield* one.get("a")), String(acknowledged))
+        assert.strictEqual(text(yield* one.get("b")), String(acknowledged))
+      }), 60_000)
 
     it.scoped("concurrent layer builds create one table without failing", () =>
       Effect.gen(function*() {
