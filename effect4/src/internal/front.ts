@@ -107,7 +107,8 @@ export const make = (
   })
 
 const makeService = (driver: Driver, redactKeys: boolean): Service => {
-  const lock: KeyedLock = driver.lock ?? makeKeyedLock()
+  // the driver's store (shared by processes) sees the waits of fibers that hold keys: see KeyedLockOptions
+  const lock: KeyedLock = driver.lock ?? makeKeyedLock({ holdersWaitInDriver: true })
   /** With its own lock the driver makes its writes wait; otherwise the front does. */
   const frontWaits = driver.lock === undefined
 

@@ -127,7 +127,25 @@ export interface KeyedLock {
   readonly withLock: <A, E, R>(key: string, effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | DriverError, R>
 }
 
-export const makeKeyedLock = (): KeyedLock => {
+export interface KeyedLockOptions {
+  /**
+   * Where a fiber that already holds a lock waits for a key another fiber
+   * holds. By default here, in the process, where the cycle check sees the
+   * wait. With `true` it does not wait here: its effect runs without this
+   * key's lock and waits in the driver's own store instead (PostgreSQL's
+   * advisory lock in the caller's transaction). The front's lock of a store
+   * shared by several processes needs this: a cycle through two instances
+   * whose waits were split between a process's lock and the database's would
+   * be seen by neither detector, while one whose waits all happen in the
+   * database is seen by the database's. A fiber that holds nothing still
+   * waits here (it cannot close a cycle), which keeps a write of a locked key
+   * from taking a pooled connection only to wait.
+   */
+  readonly holdersWaitInDriver?: boolean | undefined
+}
+
+export const makeKeyedLock = (options?: KeyedLockOptions): KeyedLock => {
+  const holdersWaitInDriver = options?.holdersWaitInDriver === true
   const locks = new Map<string, Lock>()
 
   /** Passes the lock of `key` to the next waiter, or drops it from the table when nobody waits. */
@@ -236,6 +254,7 @@ export const makeKeyedLock = (): KeyedLock => {
         if (holding) {
           const chain = cycleBack(cell, existing)
           if (chain !== undefined) return Effect.fail(deadlock(key, chain))
+          if (holdersWaitInDriver) return restore(effect)
         }
         return Effect.andThen(
           waitFor(key, existing, restore, holding ? cell : undefined),
