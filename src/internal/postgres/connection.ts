@@ -53,10 +53,10 @@ const isPgClient = (sql: SqlClient.SqlClient): boolean =>
 /** The driver's error code (SQLSTATE, or a socket's `ECONNRESET`…) and words: node-postgres puts them in the cause. */
 export const sqlErrorDetail = (error: SqlError): { readonly code: unknown; readonly detail: string } => {
   const cause = error.cause
-  return {
-    code: typeof cause === "object" && cause !== null ? (cause as { readonly code?: unknown }).code : undefined,
-    detail: cause instanceof Error ? cause.message : error.message
-  }
+  const code = typeof cause === "object" && cause !== null ? (cause as { readonly code?: unknown }).code : undefined
+  // a socket error may carry only its code (an empty message): never end a message with ": "
+  const message = cause instanceof Error && cause.message !== "" ? cause.message : error.message
+  return { code, detail: message !== "" ? message : code !== undefined ? String(code) : "no detail given" }
 }
 
 /**
