@@ -50,14 +50,14 @@ describe("the Effect line check", () => {
     assert.strictEqual(PACKAGE_VERSION, manifest.version)
   })
 
-  it("fails at import next to a real Effect 4, as ESM and as CommonJS", async (context) => {
+  it("fails at import next to a real Effect 4, as ESM and as CommonJS", async () => {
     const tmp = await fs.mkdtemp(path.join(os.tmpdir(), "effect-kv-effect4-"))
     try {
       await fs.writeFile(path.join(tmp, "package.json"), JSON.stringify({ name: "app", private: true }))
-      const installed = await run("npm", [
-        "install", "--offline", "--no-audit", "--no-fund", "--ignore-scripts", "--no-save", "effect@4"
-      ], { cwd: tmp, timeout: 120_000 }).then(() => true, () => false)
-      if (!installed) return context.skip("effect@4 is not in the npm cache (run `npm cache add effect@4` once)")
+      // from the npm cache when it has effect 4, else from the registry (a fresh machine's cache is empty)
+      await run("npm", [
+        "install", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts", "--no-save", "effect@4"
+      ], { cwd: tmp, timeout: 120_000 })
       const effect4 = JSON.parse(await fs.readFile(path.join(tmp, "node_modules", "effect", "package.json"), "utf8")) as {
         version: string
       }
