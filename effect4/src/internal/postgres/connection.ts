@@ -49,9 +49,12 @@ export type Lock = readonly [text: string, params: ReadonlyArray<unknown>]
  */
 export const sqlErrorDetail = (error: SqlError): { readonly code: unknown; readonly detail: string } => {
   const cause = error.reason.cause
-  const detail = cause instanceof Error ? cause.message : error.message
+  const code = typeof cause === "object" && cause !== null ? (cause as { readonly code?: unknown }).code : undefined
+  // a socket error may carry only its code (an empty message): never end a message with ": "
+  const message = cause instanceof Error && cause.message !== "" ? cause.message : error.message
+  const detail = message !== "" ? message : code !== undefined ? String(code) : "no detail given"
   return {
-    code: typeof cause === "object" && cause !== null ? (cause as { readonly code?: unknown }).code : undefined,
+    code,
     detail: tooLarge(detail)
       ? `the row is larger than the PostgreSQL client's maxMessageSize (${detail}); effect-kv values reach ` +
         "64 MiB: give PgClient.layer maxMessageSize: 80 * 1024 * 1024 to read them"
