@@ -26,12 +26,14 @@ const upstreamFile = path.join(root, "effect4", "UPSTREAM")
  * Copies rewritten for Effect 4 rather than carried: a change to their twin is ported by
  * hand. connection.ts is built on @effect/sql 4's client and its error reasons;
  * KvPersistence.ts serves Effect 4's Persistence (object | undefined values, PersistenceError);
- * internal/rateLimiter.ts runs Effect 4's arithmetic (core/rateLimit4.ts) and adaptive methods.
+ * internal/rateLimiter.ts runs Effect 4's arithmetic (core/rateLimit4.ts) and adaptive methods;
+ * internal/postgres/changes.ts listens with @effect/sql-pg 4's PgClient.listen, not a raw `pg` Client.
  */
 export const rewritten = new Set([
   "internal/postgres/connection.ts",
   "KvPersistence.ts",
-  "internal/rateLimiter.ts"
+  "internal/rateLimiter.ts",
+  "internal/postgres/changes.ts"
 ])
 
 /** effect4/src files that are copies (not links) of a file of the same path under src/. */
