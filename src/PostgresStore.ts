@@ -44,6 +44,16 @@ export interface Options {
   readonly cleanupInterval?: Duration.DurationInput | undefined
   /** Create the table and its index when missing. Default `true`. */
   readonly createTable?: boolean | undefined
+  /**
+   * Every write notifies the key it changed (`pg_notify` on a channel named
+   * after the table, in the writing statement or transaction), which
+   * `KvStore.watch` and `watchPrefix` need: they hear the writes of every
+   * instance sharing the table on one dedicated `LISTEN` connection per store.
+   * Every instance that writes must notify for the others to hear it. With
+   * `false`, writes cost a little less and watching fails with `KvError`
+   * (`InvalidArgument`). Default `true` (measured cost on `set`: see the README).
+   */
+  readonly notifyChanges?: boolean | undefined
   /** Keep keys out of errors and spans (see `KvStore.MakeOptions`). Default `false`. */
   readonly redactKeys?: boolean | undefined
 }

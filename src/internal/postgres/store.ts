@@ -120,11 +120,19 @@ import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as KvStore from "../../KvStore.js"
 import type { Options } from "../../PostgresStore.js"
+import { changeFeedProblem, makeChangeFeed } from "./changes.js"
+import { makeConnections } from "./connection.js"
 import { makeDriver } from "./driver.js"
 import type { Row } from "./connection.js"
 import { identifierProblem, makeStatements } from "../../core/postgresSql.js"
 import { checkTable } from "./tableCheck.js"
 import type { Statements } from "../../core/postgresSql.js"
+
+/**
+ * `notifyChanges` when not given. Measured with `bench/notify.ts` (see
+ * bench/FINDINGS.md): the cost of notifying on `set`.
+ */
+export const NOTIFY_CHANGES_DEFAULT = true
 
 const layerError = (cause: unknown): KvStore.KvError =>
   KvStore.KvError.backend(
@@ -169,10 +177,21 @@ export const make = (
     const badName = identifierProblem("table", table) ?? identifierProblem("schema", schema)
     if (badName !== undefined) return yield* Effect.fail(KvStore.KvError.invalidArgument("layer", badName))
     const sql = yield* SqlClient.SqlClient
-    const statements = makeStatements({ schema, table, unlogged: options.unlogged === true })
+    const notifyChanges = options.notifyChanges ?? NOTIFY_CHANGES_DEFAULT
+    const statements = makeStatements({ schema, table, unlogged: options.unlogged === true, notifyChanges })
     if (options.createTable !== false) yield* createTable(sql, statements)
     yield* checkTable(sql, { schema, table, unlogged: options.unlogged === true, createTable: options.createTable !== false })
-    return yield* KvStore.make(makeDriver(sql, statements), {
+    const feed = statements.channel === undefined || changeFeedProblem(sql) !== undefined
+      ? undefined
+      : makeChangeFeed({
+        sql,
+        channel: statements.channel,
+        expiredSince: statements.expiredSince,
+        onPool: makeConnections(sql).onPool
+      })
+    // added before the front's own finalizers, so it runs after them: the LISTEN connections end last
+    if (feed !== undefined) yield* Effect.addFinalizer(() => feed.close)
+    return yield* KvStore.make(makeDriver(sql, statements, feed?.changes), {
       cleanupInterval: options.cleanupInterval,
       redactKeys: options.redactKeys
     })
@@ -187,9 +206,12 @@ export const layerConfig = (
   Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))
 
 /** For tests: the statement texts a layer with these options runs. */
-export const statementsFor = (options: { table?: string; schema?: string; unlogged?: boolean } = {}): Statements =>
+export const statementsFor = (
+  options: { table?: string; schema?: string; unlogged?: boolean; notifyChanges?: boolean } = {}
+): Statements =>
   makeStatements({
     schema: options.schema ?? "public",
     table: options.table ?? "kv_store",
-    unlogged: options.unlogged === true
+    unlogged: options.unlogged === true,
+    notifyChanges: options.notifyChanges ?? NOTIFY_CHANGES_DEFAULT
   })
