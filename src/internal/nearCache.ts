@@ -23,6 +23,8 @@
  * caller may mutate what it gets); everything else goes to the store, whose
  * answers and errors come out unchanged.
  */
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -100,16 +102,11 @@ const checkOptions = (
   return KvError.invalidArgument("layer", `Invalid NearCache option: ${why}`)
 }
 
-/** The store's change feed, or why a near cache cannot have one. */
-const openFeed = (store: Service): Effect.Effect<Stream.Stream<DriverChange>, KvError, Scope.Scope> => {
-  const changes = serviceChanges.get(store)
-  const noFeed = (why: string) =>
-    KvError.invalidArgument("layer", `A NearCache needs a change feed to know when its copies are stale: ${why}`)
-  if (changes === undefined) {
-    return Effect.fail(noFeed("this store was not built by KvStore.make (or a store's layer), so it offers none"))
-  }
-  return Effect.mapError(changes, (error) => noFeed(error.message))
-}
+/** How long the cache waits before subscribing again after its feed failed (reading through meanwhile). */
+const RESUBSCRIBE_AFTER = Duration.seconds(1)
+
+const noFeed = (why: string): KvError =>
+  KvError.invalidArgument("layer", `A NearCache needs a change feed to know when its copies are stale: ${why}`)
 
 export const make = (
   store: Service,
@@ -119,20 +116,39 @@ export const make = (
   Effect.suspend(() => {
     const checked = checkOptions(where, options ?? undefined)
     if (checked instanceof KvError) return Effect.fail(checked)
-    return Effect.flatMap(openFeed(store), (feed) => {
-      const cache = makeCache(store, checked.maxEntries, checked.maxStaleness)
-      return feed.pipe(
-        Stream.runForEach((change) => Effect.sync(() => cache.onChange(change))),
-        // a feed that fails can no longer vouch for anything: read through from then on
-        Effect.tapErrorCause((cause) =>
+    const changes = serviceChanges.get(store)
+    if (changes === undefined) {
+      return Effect.fail(noFeed("this store was not built by KvStore.make (or a store's layer), so it offers none"))
+    }
+    const cache = makeCache(store, checked.maxEntries, checked.maxStaleness)
+    return Effect.gen(function*() {
+      const opened = yield* Deferred.make<void, KvError>()
+      /** One subscription, followed until it fails; caching is on while it is live. */
+      const subscription = Effect.scoped(Effect.flatMap(changes, (feed) =>
+        Effect.zipRight(
+          Effect.sync(() => cache.onChange({ _tag: "Resumed" })),
           Effect.zipRight(
-            Effect.sync(() => cache.onChange({ _tag: "Lost" })),
-            Effect.logWarning("effect-kv: NearCache's change feed failed; reading through the store from now on", cause)
+            Deferred.succeed(opened, undefined),
+            Effect.zipRight(
+              Stream.runForEach(feed, (change) => Effect.sync(() => cache.onChange(change))),
+              // a feed ends only with its store's scope: past that, nothing vouches for the copies
+              Effect.fail(KvError.invalidArgument("layer", "the store's change feed ended"))
+            )
           )
-        ),
-        Effect.forkScoped,
-        Effect.as(cache.service)
-      )
+        )))
+      const follow: Effect.Effect<void> = Effect.catchAllCause(subscription, (cause) =>
+        Effect.flatMap(Deferred.isDone(opened), (wasOpen) => {
+          if (!wasOpen) return Deferred.failCause(opened, Cause.map(cause, (error) => noFeed(error.message)))
+          // the feed can no longer vouch for anything: read through until a new subscription is live
+          cache.onChange({ _tag: "Lost" })
+          return Effect.logWarning("effect-kv: NearCache's change feed failed; reading through the store until it is back", cause).pipe(
+            Effect.zipRight(Effect.sleep(RESUBSCRIBE_AFTER)),
+            Effect.zipRight(Effect.suspend(() => follow))
+          )
+        }))
+      yield* Effect.forkScoped(follow)
+      yield* Deferred.await(opened)
+      return cache.service
     })
   })
 
@@ -349,7 +365,7 @@ const makeCache = (store: Service, maxEntries: number, maxStaleness: number) => 
           if (cached !== undefined && (!cached.present || cached.value !== undefined)) {
             answers[i] = cached.present ? Option.some(copyBytes(cached.value!)) : Option.none()
           } else if (typeof key !== "string" || keyProblem(key) !== undefined) {
-            return store.getMany(items)
+            return store.getMany(items as Array<string>)
           } else {
             const at = misses.get(key)
             if (at === undefined) misses.set(key, [i])
