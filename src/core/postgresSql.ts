@@ -227,22 +227,21 @@ export const makeStatements = (options: {
   const countOf = (cte: string) =>
     channel === undefined ? `(SELECT count(*) FROM ${cte})` : `(SELECT count(pg_notify(${channelLiteral}, key)) FROM ${cte})`
   /**
-   * A write (`INSERT`/`UPDATE`) after the CTEs `ctes`, returning `returning` (expression, name).
-   * Notifying, it becomes a CTE whose every row notifies its key: the notification is
-   * sent at commit, so a write rolled back (or that wrote no row) notifies nothing.
+   * A write (`INSERT`/`UPDATE`) after the CTEs `ctes`, returning `returning`
+   * (expression, name). Notifying, its `RETURNING` also calls `pg_notify` for
+   * every row written; the notification is sent at commit, so a write rolled
+   * back, or that wrote no row, notifies nothing.
    */
   const notifyingWrite = (
     ctes: string | undefined,
     write: string,
     returning: ReadonlyArray<readonly [expression: string, name: string]> = []
   ) => {
-    if (channel === undefined) {
-      return `${ctes === undefined ? "" : `WITH ${ctes} `}${write}` +
-        (returning.length === 0 ? "" : ` RETURNING ${returning.map(([e, n]) => (e === n ? e : `${e} AS ${n}`)).join(", ")}`)
-    }
-    const columns = [...returning.map(([e, n]) => (e === n ? e : `${e} AS ${n}`)), "key AS changed_key"]
-    return `WITH ${ctes === undefined ? "" : `${ctes}, `}w AS (${write} RETURNING ${columns.join(", ")}) ` +
-      `SELECT ${returning.map(([, n]) => `w.${n}, `).join("")}pg_notify(${channelLiteral}, w.changed_key) AS notified FROM w`
+    const columns = [
+      ...returning.map(([e, n]) => (e === n ? e : `${e} AS ${n}`)),
+      ...(channel === undefined ? [] : [`pg_notify(${channelLiteral}, key) AS notified`])
+    ]
+    return `${ctes === undefined ? "" : `WITH ${ctes} `}${write}${columns.length === 0 ? "" : ` RETURNING ${columns.join(", ")}`}`
   }
   const t = `${quote(schema)}.${quote(table)}`
   const indexName = `${table}_expires_at_idx`.length <= 63
