@@ -167,6 +167,16 @@ describe("change feeds on MemoryStore", () => {
       assert.strictEqual(counts.opened, 0)
     }))
 
+  it.scoped("a store that redacts keys keeps them out of watchers' errors", () =>
+    Effect.gen(function*() {
+      const { changes: _, ...rest } = makeMemoryDriver(undefined)
+      const store = yield* KvStore.make(rest, { redactKeys: true })
+      const exit = yield* Effect.exit(Stream.runHead(store.watch("secret-token")))
+      const error = Option.getOrThrow(Cause.failureOption((exit as Exit.Failure<unknown, KvStore.KvError>).cause))
+      assert.strictEqual(error.key, "[redacted]")
+      assert.notInclude(error.message, "secret-token")
+    }))
+
   it.scoped("a driver without changes: watchers fail with InvalidArgument saying the store has no feed", () =>
     Effect.gen(function*() {
       const { changes: _, ...rest } = makeMemoryDriver(undefined)
