@@ -6,6 +6,7 @@
  * hit over `PostgresStore` (the same path: no round trip) and a miss for scale.
  */
 import { PgClient } from "@effect/sql-pg"
+import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
@@ -96,6 +97,9 @@ export const runNearCache = async (postgresUrl?: string): Promise<Array<Row>> =>
     } finally {
       await near.close()
       await postgres.close()
+      await Effect.runPromise(
+        Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(`DROP TABLE IF EXISTS ${table}`)).pipe(Effect.provide(client), Effect.ignore)
+      )
     }
   }
   return rows

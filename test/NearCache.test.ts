@@ -58,6 +58,10 @@ interface Harness {
   readonly inject: (change: DriverChange) => Effect.Effect<void>
   /** While true, the driver's own `Changed` events are dropped (notifications lost without a `Lost`). */
   readonly dropChanges: (drop: boolean) => void
+  /** Makes the first subscription's feed fail (as a driver's feed fails for good). */
+  readonly failFeed: Effect.Effect<void>
+  /** How many times the driver's feed was subscribed. */
+  readonly subscriptions: () => number
   /** Makes the next driver `get` of `key` wait after reading: `reading` when it has read, `release` to let it answer. */
   readonly gate: (key: string) => Effect.Effect<{ readonly reading: Deferred.Deferred<void>; readonly release: Deferred.Deferred<void> }>
 }
@@ -68,6 +72,8 @@ const harness = (options?: NearCache.Options): Effect.Effect<Harness, KvStore.Kv
     let reads = 0
     let drop = false
     const injected = yield* Queue.unbounded<DriverChange>()
+    const failure = yield* Deferred.make<void>()
+    let subscriptions = 0
     const gates = new Map<string, { reading: Deferred.Deferred<void>; release: Deferred.Deferred<void> }>()
     const driver: Driver = {
       ...memory,
@@ -83,11 +89,16 @@ const harness = (options?: NearCache.Options): Effect.Effect<Harness, KvStore.Kv
       has: (key) => Effect.suspend(() => (reads++, memory.has!(key))),
       timeToLive: (key) => Effect.suspend(() => (reads++, memory.timeToLive!(key))),
       getMany: (keys) => Effect.suspend(() => (reads += keys.length, memory.getMany!(keys))),
-      changes: Effect.map(memory.changes!, (own) =>
-        Stream.merge(
-          Stream.filter(own, (change) => !(drop && change._tag === "Changed")),
-          Stream.fromQueue(injected)
-        ))
+      changes: Effect.map(memory.changes!, (own) => {
+        const failing = ++subscriptions === 1
+          ? Stream.flatMap(Stream.fromEffect(Deferred.await(failure)), () =>
+            Stream.die(new Error("the feed broke")))
+          : Stream.empty
+        return Stream.merge(
+          Stream.merge(Stream.filter(own, (change) => !(drop && change._tag === "Changed")), Stream.fromQueue(injected)),
+          failing
+        )
+      })
     }
     const base = yield* KvStore.make(driver)
     const near = yield* NearCache.make(base, options)
@@ -96,6 +107,8 @@ const harness = (options?: NearCache.Options): Effect.Effect<Harness, KvStore.Kv
       near,
       reads: () => reads,
       inject: (change) => Queue.offer(injected, change),
+      failFeed: Deferred.succeed(failure, undefined),
+      subscriptions: () => subscriptions,
       dropChanges: (value) => {
         drop = value
       },
@@ -247,6 +260,28 @@ describe("NearCache", () => {
       before = reads()
       for (let i = 0; i < 5; i++) yield* near.get("k")
       assert.strictEqual(reads(), before)
+    }))
+
+  it.scoped("a feed that fails: reads go to the store, and the cache subscribes again", () =>
+    Effect.gen(function*() {
+      const { base, dropChanges, failFeed, near, reads, subscriptions } = yield* harness({ maxStaleness: "1 hour" })
+      yield* base.set("k", bytes("v1"))
+      assert.strictEqual(yield* read(near, "k"), "v1")
+      dropChanges(true)
+      yield* failFeed
+      yield* base.set("k", bytes("v2"))
+      yield* eventually("the failed feed empties the cache", Effect.map(read(near, "k"), (v) => v === "v2"))
+      dropChanges(false)
+      // about a second later (real time), a new subscription: caching again, changes heard again
+      yield* eventually("a second subscription", Effect.sync(() => subscriptions() === 2))
+      yield* eventually("caching again", Effect.gen(function*() {
+        yield* near.get("k")
+        const at = reads()
+        yield* near.get("k")
+        return reads() === at
+      }))
+      yield* base.set("k", bytes("v3"))
+      yield* eventually("the new feed's changes arrive", Effect.map(read(near, "k"), (v) => v === "v3"))
     }))
 
   it.scoped("maxStaleness bounds an entry's age when notifications are lost (TestClock)", () =>

@@ -103,7 +103,17 @@ const checkOptions = (
 }
 
 /** How long the cache waits before subscribing again after its feed failed (reading through meanwhile). */
-const RESUBSCRIBE_AFTER = Duration.seconds(1)
+const RESUBSCRIBE_AFTER_MILLIS = 1000
+
+/**
+ * Waits in real time: the feed's recovery is the connection's business, not
+ * the program's `Clock`, which may be a `TestClock` that never moves.
+ */
+const sleepReal = (millis: number): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    const timer = setTimeout(() => resume(Effect.void), millis)
+    return Effect.sync(() => clearTimeout(timer))
+  })
 
 const noFeed = (why: string): KvError =>
   KvError.invalidArgument("layer", `A NearCache needs a change feed to know when its copies are stale: ${why}`)
@@ -142,7 +152,7 @@ export const make = (
           // the feed can no longer vouch for anything: read through until a new subscription is live
           cache.onChange({ _tag: "Lost" })
           return Effect.logWarning("effect-kv: NearCache's change feed failed; reading through the store until it is back", cause).pipe(
-            Effect.zipRight(Effect.sleep(RESUBSCRIBE_AFTER)),
+            Effect.zipRight(sleepReal(RESUBSCRIBE_AFTER_MILLIS)),
             Effect.zipRight(Effect.suspend(() => follow))
           )
         }))
