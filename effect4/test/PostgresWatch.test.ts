@@ -29,6 +29,7 @@ import { MAX_KEY_BYTES } from "../src/core/key.js"
 import { NOTIFY_PAYLOAD_BYTES, notifyChannel } from "../src/core/postgresSql.js"
 import { sleepReal, within } from "../src/internal/conformanceHelpers.js"
 import * as PostgresStore from "../src/PostgresStore.js"
+import { LISTEN_TIMEOUT_MILLIS } from "../src/internal/postgres/changes.js"
 
 const databaseUrl = inject("databaseUrl")
 const run = randomUUID().slice(0, 8)
@@ -350,6 +351,45 @@ describe("PostgresStore change feed", () => {
       yield* store.set("k", bytes("v"))
       assert.strictEqual(decoder.decode(yield* store.get("k")), "v")
     }))
+
+  it.live("a pool whose connections are all busy: watch fails with a Backend error after a bounded wait", () =>
+    Effect.gen(function*() {
+      const table = freshTable()
+      const store = Context.get(
+        yield* Layer.build(
+          PostgresStore.layer({ table, notifyChanges: true }).pipe(
+            Layer.provide(PgClient.layer({ url: Redacted.make(databaseUrl), applicationName: "watch-test-busy", maxConnections: 2 }))
+          )
+        ),
+        KvStore.KvStore
+      )
+      // both connections held by updates waiting inside their functions
+      const release = yield* Deferred.make<void>()
+      const holders = yield* Effect.forkChild(Effect.forEach(
+        ["hold/1", "hold/2"],
+        (key) => store.update(key, () => Effect.as(Deferred.await(release), bytes("h"))),
+        { concurrency: "unbounded", discard: true }
+      ))
+      const client = yield* admin
+      yield* eventually(
+        "two updates to hold the pool",
+        Effect.map(
+          query(client, `SELECT pid FROM pg_stat_activity WHERE application_name = 'watch-test-busy' AND state = 'idle in transaction'`),
+          (rows) => rows.length === 2
+        )
+      )
+      // (a watcher start is not interruptible while the feed opens: the front opens it in an acquire; the wait is bounded)
+      const exit = yield* Effect.exit(within(LISTEN_TIMEOUT_MILLIS + DELIVERY_MILLIS, "watch on a busy pool", Stream.runHead(store.watch("k"))))
+      const error = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : Option.none()
+      assert.isTrue(Option.isSome(error), "watch did not fail")
+      assert.strictEqual(Option.getOrThrow(error).reason, "Backend")
+      assert.match(Option.getOrThrow(error).message, /LISTEN connection/)
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holders)
+      // the pool serves again, and so does a watcher
+      const watcher = yield* collect(store.watch("k"))
+      assert.strictEqual(show(yield* watcher.next), "none")
+    }), LISTEN_TIMEOUT_MILLIS + 30_000)
 
   it.live("the store's scope closing closes its LISTEN connection and ends its watchers", () =>
     Effect.gen(function*() {

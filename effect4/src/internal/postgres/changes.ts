@@ -57,6 +57,13 @@ export const MAX_PENDING_KEYS = 10_000
 /** Milliseconds between two expiry polls. */
 export const EXPIRY_POLL_MILLIS = 500
 
+/**
+ * The longest a subscription waits for its LISTEN connection (real time): the
+ * front opens the feed inside an uninterruptible acquire, so a pool whose
+ * connections are all busy must not hold a subscriber forever.
+ */
+export const LISTEN_TIMEOUT_MILLIS = 10_000
+
 /** Reconnection backoff: the first wait and the longest (milliseconds). */
 const BACKOFF_FIRST_MILLIS = 50
 const BACKOFF_MAX_MILLIS = 1000
@@ -198,8 +205,16 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
     Effect.gen(function*() {
       if (listen === undefined) return yield* Effect.fail(feedError(changeFeedProblem(sql)!))
       const dead = yield* Deferred.make<void>()
-      const queue = yield* Scope.provide(listen(channel), scope).pipe(
-        Effect.mapError((error) => feedError("could not open the change feed's LISTEN connection", error))
+      const queue = yield* Effect.raceFirst(
+        Effect.interruptible(Scope.provide(listen(channel), scope)).pipe(
+          Effect.mapError((error) => feedError("could not open the change feed's LISTEN connection", error))
+        ),
+        Effect.andThen(
+          sleepReal(LISTEN_TIMEOUT_MILLIS),
+          Effect.fail(feedError(
+            `could not open the change feed's LISTEN connection: no connection of the pool came free within ${LISTEN_TIMEOUT_MILLIS / 1000} s`
+          ))
+        )
       )
       const reading = Effect.forever(Effect.map(Queue.takeAll(queue), (notifications) => {
         for (const notification of notifications) {
