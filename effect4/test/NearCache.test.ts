@@ -25,6 +25,7 @@ import * as KvStore from "../src/KvStore.js"
 import * as MemoryStore from "../src/MemoryStore.js"
 import * as NearCache from "../src/NearCache.js"
 import { makeMemoryDriver } from "../src/internal/memoryDriver.js"
+import * as NearCacheFlags from "../examples/nearCacheFlags.js"
 
 const bytes = (text: string): Uint8Array => new TextEncoder().encode(text)
 const text = (value: Uint8Array): string => new TextDecoder().decode(value)
@@ -355,6 +356,17 @@ describe("NearCache", () => {
       const first = yield* Stream.runHead(near.watch("p/a"))
       assert.strictEqual(show(Option.flatten(first)), "1")
     }))
+
+  it.live("the feature-flag example: B's requests read from memory, and see A's flip by the feed", () =>
+    Effect.scoped(Effect.gen(function*() {
+      // two near caches over one store: two instances sharing it, as on PostgreSQL
+      const shared = yield* MemoryStore.make()
+      const a = yield* NearCache.make(shared)
+      const b = yield* NearCache.make(shared, { maxStaleness: "1 hour" })
+      const report = yield* NearCacheFlags.program(a, b, "flag:new-checkout")
+      assert.strictEqual(report.beforeFlip, "old checkout")
+      assert.strictEqual(report.afterFlip, "new checkout")
+    })))
 
   describe("options and the feed", () => {
     const refusal = (build: Effect.Effect<unknown, unknown, Scope.Scope>) =>
