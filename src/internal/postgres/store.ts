@@ -118,6 +118,7 @@ import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
+import { DriverError } from "../../KvDriver.js"
 import * as KvStore from "../../KvStore.js"
 import type { Options } from "../../PostgresStore.js"
 import { changeFeedProblem, makeChangeFeed } from "./changes.js"
@@ -181,7 +182,11 @@ export const make = (
     const statements = makeStatements({ schema, table, unlogged: options.unlogged === true, notifyChanges })
     if (options.createTable !== false) yield* createTable(sql, statements)
     yield* checkTable(sql, { schema, table, unlogged: options.unlogged === true, createTable: options.createTable !== false })
-    const feed = statements.channel === undefined || changeFeedProblem(sql) !== undefined
+    const noFeed = statements.channel === undefined
+      ? "this PostgresStore does not notify its changes (notifyChanges: false); build it with notifyChanges: true " +
+        "(on every instance that writes the table) to watch"
+      : changeFeedProblem(sql)
+    const feed = statements.channel === undefined || noFeed !== undefined
       ? undefined
       : makeChangeFeed({
         sql,
@@ -191,7 +196,9 @@ export const make = (
       })
     // added before the front's own finalizers, so it runs after them: the LISTEN connections end last
     if (feed !== undefined) yield* Effect.addFinalizer(() => feed.close)
-    return yield* KvStore.make(makeDriver(sql, statements, feed?.changes), {
+    // a store without a feed refuses watchers saying why (the front's own refusal could not name the option)
+    const changes = feed?.changes ?? Effect.fail(new DriverError({ reason: "InvalidArgument", message: noFeed! }))
+    return yield* KvStore.make(makeDriver(sql, statements, changes), {
       cleanupInterval: options.cleanupInterval,
       redactKeys: options.redactKeys
     })
