@@ -304,11 +304,19 @@ describe("PostgresStore change feed", () => {
       console.log(`expiry of a 300 ms entry reported after ${(performance.now() - written).toFixed(0)} ms`)
     }))
 
-  it.scopedLive("notifyChanges: false: watch and watchPrefix fail with InvalidArgument naming the option", () =>
+  it.scopedLive("notifyChanges: false (the default): watch and watchPrefix fail with InvalidArgument naming the option", () =>
     Effect.gen(function*() {
       const table = freshTable()
       const store = yield* instance({ table, notifyChanges: false }, "watch-test-a")
-      for (const [op, stream] of [["watch", store.watch("k")], ["watchPrefix", store.watchPrefix("p/")]] as const) {
+      const byDefault = yield* instance({ table }, "watch-test-b")
+      for (
+        const [op, stream] of [
+          ["watch", store.watch("k")],
+          ["watchPrefix", store.watchPrefix("p/")],
+          ["watch", byDefault.watch("k")],
+          ["watchPrefix", byDefault.watchPrefix("p/")]
+        ] as const
+      ) {
         const exit = yield* Effect.exit(Stream.runHead(stream as Stream.Stream<unknown, KvStore.KvError>))
         const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
         assert.isTrue(Option.isSome(error), `${op} did not fail`)
