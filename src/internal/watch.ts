@@ -55,6 +55,8 @@ interface Feed {
   readonly byKey: Map<string, Set<Listener>>
   readonly all: Set<Listener>
   listeners: number
+  /** Set when the driver's feed failed or ended: a listener joining it late is failed at once. */
+  ended: Cause.Cause<unknown> | undefined
 }
 
 export const makeChangeFeeds = (driver: Driver, errors: Errors) => {
@@ -81,6 +83,7 @@ export const makeChangeFeeds = (driver: Driver, errors: Errors) => {
   const endFeed = (ended: Feed, cause: Cause.Cause<unknown>): Effect.Effect<void> =>
     Effect.suspend(() => {
       if (feed === ended) feed = undefined
+      ended.ended = cause
       for (const keyed of ended.byKey.values()) for (const listener of keyed) listener.fail(cause)
       for (const listener of ended.all) listener.fail(cause)
       ended.byKey.clear()
@@ -96,7 +99,7 @@ export const makeChangeFeeds = (driver: Driver, errors: Errors) => {
         Effect.sandbox,
         Effect.tapError((cause) => Scope.close(scope, Exit.failCause(cause))),
         Effect.flatMap((stream) => {
-          const opened: Feed = { scope, byKey: new Map(), all: new Set(), listeners: 0 }
+          const opened: Feed = { scope, byKey: new Map(), all: new Set(), listeners: 0, ended: undefined }
           return Stream.runForEach(stream, (change) => Effect.sync(() => dispatch(opened, change))).pipe(
             Effect.onExit((exit) =>
               Exit.isInterrupted(exit) ? Effect.void : endFeed(
@@ -130,6 +133,11 @@ export const makeChangeFeeds = (driver: Driver, errors: Errors) => {
         return joined.pipe(
           Effect.mapError((cause) => fromDriver(op, key, cause)),
           Effect.map((to) => {
+            to.listeners++
+            if (to.ended !== undefined) {
+              listener.fail(to.ended)
+              return to
+            }
             if (listener.key === undefined) {
               to.all.add(listener)
             } else {
@@ -137,7 +145,6 @@ export const makeChangeFeeds = (driver: Driver, errors: Errors) => {
               if (keyed === undefined) to.byKey.set(listener.key, new Set([listener]))
               else keyed.add(listener)
             }
-            to.listeners++
             return to
           })
         )

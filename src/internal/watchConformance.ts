@@ -169,6 +169,20 @@ export const watchConformance = (
         assert.strictEqual(show(yield* missing.next), "none", "a missing key starts with none")
       }))
 
+    it.scoped("watchers get their own copies of values: changing one changes neither the store nor another watcher", () =>
+      Effect.gen(function*() {
+        const prefix = fresh()
+        if (!(yield* hasFeed(prefix))) return
+        const key = prefix + "k"
+        yield* KvStore.set(key, bytes("abc"))
+        const one = yield* start(KvStore.watch(key), "watch")
+        const two = yield* start(KvStore.watch(key), "watch")
+        const first = Option.getOrThrow(yield* one.next)
+        first.fill(120)
+        assert.strictEqual(show(yield* two.next), '"abc"')
+        assert.strictEqual(text(yield* KvStore.get(key)), "abc")
+      }))
+
     it.scoped("watch never skips the last value: a burst of 1000 sets from 10 fibers ends on the stored value", () =>
       Effect.gen(function*() {
         const prefix = fresh()
