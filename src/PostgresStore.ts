@@ -51,7 +51,7 @@ export interface Options {
    * instance sharing the table on one dedicated `LISTEN` connection per store.
    * Every instance that writes must notify for the others to hear it. Without
    * it, watching fails with `KvError` (`InvalidArgument`) naming this option.
-   * Default `false`: notifying measured 19–52% slower `set`s (bench/notify.ts),
+   * Default `false`: notifying measured 11–52% slower `set`s (bench/notify.ts),
    * over the 10% the contract allows a default-on feature.
    */
   readonly notifyChanges?: boolean | undefined

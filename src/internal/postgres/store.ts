@@ -143,7 +143,7 @@ import type { Statements } from "../../core/postgresSql.js"
 
 /**
  * `notifyChanges` when not given: off. The contract turns it on by default only
- * when notifying costs `set` under 10%; `bench/notify.ts` measured 19–52% (a
+ * when notifying costs `set` under 10%; `bench/notify.ts` measured 11–52% (a
  * listener subscribed; see bench/FINDINGS.md): every notifying commit takes
  * PostgreSQL's notification lock, appends to its queue and wakes the listeners.
  */
