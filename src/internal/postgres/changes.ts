@@ -42,15 +42,11 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-
-/** What a driver's change feed reports (until the watch interface lands in KvDriver.ts). */
-export type DriverChange =
-  | { readonly _tag: "Changed"; readonly key: string }
-  | { readonly _tag: "Lost" }
-  | { readonly _tag: "Resumed" }
+import type { DriverChange } from "../../KvDriver.js"
 import { DriverError } from "../../KvStore.js"
 import type { Row } from "./connection.js"
 
@@ -105,7 +101,8 @@ const clientSettings = (config: PgConfig): Record<string, unknown> => ({
   ssl: config.ssl,
   port: config.port,
   ...(config.stream === undefined ? {} : { stream: config.stream }),
-  connectionTimeoutMillis: config.connectTimeout === undefined ? undefined : Duration.toMillis(config.connectTimeout),
+  // bounded even when the pool's is not: a subscriber may wait for it uninterruptibly (the front opens the feed in an acquire)
+  connectionTimeoutMillis: config.connectTimeout === undefined ? 10_000 : Duration.toMillis(config.connectTimeout),
   application_name: listenApplicationName(config.applicationName),
   types: config.types,
   keepAlive: true
@@ -125,7 +122,8 @@ const makePending = () => {
   let events: Array<DriverChange> = []
   let keys = new Set<string>()
   let connected = true
-  let waiting: ((effect: Effect.Effect<Chunk.Chunk<DriverChange>>) => void) | undefined
+  let ended = false
+  let waiting: ((effect: Effect.Effect<Chunk.Chunk<DriverChange>, Option.Option<never>>) => void) | undefined
   const drain = (): Chunk.Chunk<DriverChange> => {
     const out = events
     events = []
@@ -134,9 +132,9 @@ const makePending = () => {
   }
   const wake = () => {
     const resume = waiting
-    if (resume === undefined || events.length === 0) return
+    if (resume === undefined || (events.length === 0 && !ended)) return
     waiting = undefined
-    resume(Effect.sync(drain))
+    resume(events.length > 0 ? Effect.sync(drain) : Effect.fail(Option.none()))
   }
   return {
     changed: (key: string): void => {
@@ -162,9 +160,15 @@ const makePending = () => {
       events.push({ _tag: "Resumed" })
       wake()
     },
-    /** The changes waiting, as soon as there are some. */
-    take: Effect.async<Chunk.Chunk<DriverChange>>((resume) => {
+    /** The stream ends (after what is waiting): the store was closed. */
+    end: (): void => {
+      ended = true
+      wake()
+    },
+    /** The changes waiting, as soon as there are some; `none` once ended. */
+    take: Effect.async<Chunk.Chunk<DriverChange>, Option.Option<never>>((resume) => {
       if (events.length > 0) return resume(Effect.sync(drain))
+      if (ended) return resume(Effect.fail(Option.none()))
       waiting = resume
       return Effect.sync(() => {
         if (waiting === resume) waiting = undefined
@@ -256,7 +260,12 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
       client.on("end", lost)
       const end = Effect.suspend(() => {
         ending = true
-        return Effect.promise(() => client.end().catch(() => undefined)).pipe(Effect.timeoutOption(1000), Effect.asVoid)
+        // bounded: a finalizer is uninterruptible, and `end` of a connection that never finished may not settle
+        return Effect.promise(() => client.end().catch(() => undefined)).pipe(
+          Effect.interruptible,
+          Effect.timeoutOption(1000),
+          Effect.asVoid
+        )
       })
       return Scope.addFinalizer(scope, end).pipe(
         Effect.zipRight(Effect.tryPromise({
@@ -319,14 +328,17 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
         )
       )
 
-      yield* Effect.forkIn(reconnecting, subscription)
-      yield* Effect.forkIn(polling, subscription)
+      // interruptible: a subscriber may open the feed inside an uninterruptible region (the front's acquire)
+      yield* Effect.forkIn(Effect.interruptible(reconnecting), subscription)
+      yield* Effect.forkIn(Effect.interruptible(polling), subscription)
     }).pipe(Effect.exit)
     if (Exit.isFailure(started)) {
       yield* Scope.close(subscription, Exit.void)
       return yield* Effect.failCause(started.cause)
     }
-    return Stream.repeatEffectChunk(pending.take)
+    // the store's scope closing ends the subscription's stream: the front tells its watchers
+    yield* Scope.addFinalizer(subscription, Effect.sync(pending.end))
+    return Stream.repeatEffectChunkOption(pending.take)
   })
 
   const close = Effect.suspend(() => {
