@@ -19,7 +19,7 @@ conformance("NearCache over MemoryStore on Effect 4", NearCache.layer().pipe(Lay
 conformance(
   "NearCache over PostgresStore on Effect 4",
   NearCache.layer().pipe(
-    Layer.provide(PostgresStore.layer({ table: `kv4_nearcache_conformance_${randomUUID().slice(0, 8)}` })),
+    Layer.provide(PostgresStore.layer({ table: `kv4_nearcache_conformance_${randomUUID().slice(0, 8)}`, notifyChanges: true })),
     Layer.provide(
       PgClient.layer({
         url: Redacted.make(inject("databaseUrl")),

@@ -197,9 +197,13 @@ describe("PostgresStore change feed", () => {
             if (!change.key.startsWith("p/marker-") && change.key !== "p/ready") keys.push(change.key)
           }
         })
-      const failed = yield* Effect.exit(a.update("p/k", () => Effect.fail("refused")))
+      // the update's function writes another key in the update's transaction, then fails: all rolled back
+      const failed = yield* Effect.exit(
+        a.update("p/k", () => Effect.andThen(a.set("p/inner", bytes("i")), Effect.fail("refused")))
+      )
       assert.isTrue(Exit.isFailure(failed))
       assert.deepStrictEqual(yield* heard(Effect.void), [], "a rolled-back update notified")
+      assert.isFalse(yield* a.has("p/inner"))
       assert.deepStrictEqual(yield* heard(a.update("p/k", () => Effect.succeed(bytes("u")))), ["p/k"])
       assert.deepStrictEqual(yield* heard(a.set("p/k", bytes("s"))), ["p/k"])
       assert.deepStrictEqual(yield* heard(a.setIfAbsent("p/k", bytes("x"))), [], "a setIfAbsent that wrote nothing notified")
