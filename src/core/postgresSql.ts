@@ -22,7 +22,7 @@ export const identifierProblem = (what: "table" | "schema", name: unknown): stri
     : `Invalid ${what} name ${typeof name === "string" ? JSON.stringify(name) : String(name)}: ` +
       "use 1 to 63 lowercase letters, digits or underscores, not starting with a digit"
 
-const quote = (identifier: string): string => `"${identifier.replaceAll("\"", "\"\"")}"`
+export const quote = (identifier: string): string => `"${identifier.replaceAll("\"", "\"\"")}"`
 
 /**
  * The smallest string above every string that starts with `prefix`, in code

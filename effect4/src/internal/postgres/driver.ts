@@ -13,6 +13,10 @@ import { DriverError } from "../../KvStore.js"
 import { NOT_A_COUNTER, parseCounter } from "../../core/counter.js"
 import { keyHash } from "../../core/hash.js"
 import { INVALID_STATE, rateLimitAnswerOf } from "../../core/rateLimit.js"
+import { rateLimit4AnswerOf } from "../../core/rateLimit4.js"
+import type { RateLimit4Answer, RateLimit4Request } from "../../core/rateLimit4.js"
+import type { RateLimit4Statements } from "../../core/rateLimit4Sql.js"
+import type { RateLimit4Driver } from "../rateLimit4Driver.js"
 import { markFinal } from "../finalPage.js"
 import { makeKeyedLock } from "../keyedLock.js"
 import { makeCoalescer, RETRY } from "./coalesce.js"
@@ -242,7 +246,11 @@ const ttlParam = (ttl: number | undefined): number | null => ttl ?? null
 /** Statements and transactions before `backend` makes their failures `DriverError`. */
 type Sql<A> = Effect.Effect<A, SqlError | DriverError | CommitFailure>
 
-export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Driver => {
+export const makeDriver = (
+  sql: SqlClient.SqlClient,
+  statements: Statements,
+  rateLimit4Statements: RateLimit4Statements
+): Driver & RateLimit4Driver => {
   const { inTransaction, liveTransaction, onPool, run, withTransaction } = makeConnections(sql)
   const readAgain = readAgainIfLost(poolSize(sql))
   /** A read as the caller's answer: run again past dead connections, then its failure as `DriverError`. */
@@ -669,6 +677,32 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     })
   }
 
+  /**
+   * Effect 4's limiter step: one statement on the database's clock under the key's lock
+   * (see `core/rateLimit4Sql.ts`), the answer read back from the state it kept.
+   */
+  const rateLimit4 = <R extends RateLimit4Request>(key: string, request: R) => {
+    const params = request.kind === "fixedWindow"
+      ? [request.tokens, request.refillMillis, request.limit ?? null]
+      : request.kind === "tokenBucket"
+      ? [request.tokens, request.refillMillis, request.limit, request.allowOverflow]
+      : request.kind === "adaptiveConsume"
+      ? [request.tokens, request.fallbackWindowMillis]
+      : [request.epoch, request.tokens, request.retryAfterMillis]
+    return Effect.flatMap(
+      backend(run(rateLimit4Statements[request.kind], [hashOf(key), key, ...params])),
+      (rows): Effect.Effect<RateLimit4Answer<R>, DriverError> => {
+        const row = rows[0]
+        if (row === undefined) return Effect.fail(new DriverError({ reason: "InvalidArgument", message: INVALID_STATE }))
+        const kept = String(row["kept"])
+        const answer = rateLimit4AnswerOf(request, kept, row["admitted"] === true, Number(row["now"]))
+        return answer === undefined && request.kind !== "adaptiveFeedback"
+          ? Effect.fail(new DriverError({ reason: "Backend", message: `the rate limiter step kept ${kept}` }))
+          : Effect.succeed(answer as RateLimit4Answer<R>)
+      }
+    )
+  }
+
   return {
     name: "PostgreSQL",
     get,
@@ -696,6 +730,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     count,
     keysPage,
     entriesPage,
-    rateLimit
+    rateLimit,
+    rateLimit4
   }
 }
