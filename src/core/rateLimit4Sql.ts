@@ -210,11 +210,11 @@ const statement = (t: string, step: StepText): string => {
   const field = (name: string) => `(regexp_match(x.t, '[{,]"${name}":(${NUMBER})[,}]'))[1]::float8 AS "${name}"`
   const phase = `(regexp_match(x.t, '[{,]"phase":"(cooldown|learning|learned)"[,}]'))[1] AS phase`
   const parsedFields = [...step.fields.map(field), ...(step.withPhase ? [phase] : [])].join(", ")
-  const valid = [...step.fields.map((name) => `r."${name}" IS NOT NULL`), ...(step.withPhase ? ["r.phase IS NOT NULL"] : [])]
+  const valid = [...step.fields.map((name) => `pr."${name}" IS NOT NULL`), ...(step.withPhase ? ["pr.phase IS NOT NULL"] : [])]
     .join(" AND ")
   /** `p`: the state's fields and `present` (a live state), from `x.t` (NULL: no state). */
-  const parse = `LATERAL (SELECT ${parsedFields}) r, ` +
-    `LATERAL (SELECT r.*, coalesce(${valid} AND r."expiresAt" > c.now, false) AS present) p`
+  const parse = `LATERAL (SELECT ${parsedFields}) pr, ` +
+    `LATERAL (SELECT pr.*, coalesce(${valid} AND pr."expiresAt" > c.now, false) AS present) p`
   const nullFields = [...step.fields.map((name) => `NULL::float8 AS "${name}"`), ...(step.withPhase ? ["NULL::text AS phase"] : [])]
     .join(", ")
   const kept = `convert_to('{' || ${
@@ -225,7 +225,7 @@ const statement = (t: string, step: StepText): string => {
   const written = (before: string) =>
     `${kept} AS value, to_timestamp(ceil(w."expiresAt" * 1000) / 1000000) AS expires_at, ` +
     `CASE WHEN w.admitted THEN c.at ELSE least(${before}, c.at - interval '1 microsecond') END AS updated_at`
-  const validCur = `(SELECT ${valid} FROM (SELECT ${candidate} AS t) x, LATERAL (SELECT ${parsedFields}) r)`
+  const validCur = `(SELECT ${valid} FROM (SELECT ${candidate} AS t) x, LATERAL (SELECT ${parsedFields}) pr)`
   return `WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock($1::bigint)), ` +
     `c AS MATERIALIZED (SELECT ms AS now, to_timestamp(ms / 1000) AS at FROM l, ` +
     `LATERAL (SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::float8 AS ms) n) ` +
