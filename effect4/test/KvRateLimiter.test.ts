@@ -342,7 +342,7 @@ describe("KvRateLimiter's statements on PostgreSQL", () => {
       Effect.gen(function*() {
         const kv = yield* KvStore.KvStore
         const sql = yield* SqlClient.SqlClient
-        const statements = makeRateLimit4Statements({ schema: "public", table: sqlTable })
+        const statements = makeRateLimit4Statements(`"public"."${sqlTable}"`)
         const next = random(17)
         const pick = <A>(items: ReadonlyArray<A>): A => items[Math.floor(next() * items.length)]!
         const clockNow = Effect.map(

@@ -27,7 +27,6 @@
  * no spaces — what `JSON.stringify` and this statement write. A live value of
  * another shape is left alone and no row comes back.
  */
-import { quote } from "./postgresSql.js"
 import { GRACE_MILLIS, MAX_WINDOW_MILLIS } from "./rateLimit4.js"
 import type { RateLimit4Request } from "./rateLimit4.js"
 
@@ -240,13 +239,10 @@ const statement = (t: string, step: StepText): string => {
     `RETURNING encode(value, 'escape') AS kept, updated_at = (SELECT at FROM c) AS admitted, (SELECT now FROM c) AS now`
 }
 
-/** The statements on a store's table (names already checked, as for `makeStatements`). */
-export const makeRateLimit4Statements = (options: { readonly schema: string; readonly table: string }): RateLimit4Statements => {
-  const t = `${quote(options.schema)}.${quote(options.table)}`
-  return {
-    fixedWindow: statement(t, STEPS.fixedWindow),
-    tokenBucket: statement(t, STEPS.tokenBucket),
-    adaptiveConsume: statement(t, STEPS.adaptiveConsume),
-    adaptiveFeedback: statement(t, STEPS.adaptiveFeedback)
-  }
-}
+/** The statements on a store's table: `qualifiedTable` of its `makeStatements`. */
+export const makeRateLimit4Statements = (qualifiedTable: string): RateLimit4Statements => ({
+  fixedWindow: statement(qualifiedTable, STEPS.fixedWindow),
+  tokenBucket: statement(qualifiedTable, STEPS.tokenBucket),
+  adaptiveConsume: statement(qualifiedTable, STEPS.adaptiveConsume),
+  adaptiveFeedback: statement(qualifiedTable, STEPS.adaptiveFeedback)
+})

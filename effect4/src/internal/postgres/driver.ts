@@ -420,17 +420,23 @@ export const makeDriver = (
   }
 
   /**
-   * Atomic read-modify-write: the key's advisory lock, then (a new statement,
-   * with a fresh snapshot that sees what the previous holder committed) the row
-   * `FOR UPDATE`, `f`, the write, and COMMIT. Inside a caller's transaction it
-   * joins it through a savepoint, and the key stays locked until that ends.
+   * Atomic read-modify-write: the key's advisory lock and the row `FOR UPDATE`
+   * in one statement, `f`, the write, and COMMIT — four round trips with BEGIN,
+   * as the Effect 3 line's (which joins BEGIN and the lock instead; this client
+   * has no simple-query protocol). That statement's snapshot predates its lock
+   * wait: `FOR UPDATE` follows a row the previous holder updated to its latest
+   * version, but a row it inserted is not seen, so no row back is read again by
+   * a new statement (a fifth round trip, for keys that were missing). Inside a
+   * caller's transaction it joins it through a savepoint, and the key stays
+   * locked until that ends.
    */
   const modify: Driver["modify"] = <A, E, R>(
     key: string,
     f: (current: Option.Option<Entry>) => Effect.Effect<readonly [A, Write], E, R>
   ) => {
     const hash = hashOf(key)
-    const body = run(statements.readForUpdate, [key]).pipe(
+    const body = run(statements.lockAndReadForUpdate, [hash, key]).pipe(
+      Effect.flatMap((rows) => rows.length > 0 ? Effect.succeed(rows) : run(statements.readForUpdate, [key])),
       Effect.flatMap((rows) => {
         const row = rows[0]
         if (row === undefined || row["live"] !== true) return Effect.succeed(Option.none<Entry>())
@@ -442,9 +448,7 @@ export const makeDriver = (
     )
     return backend(
       Effect.flatMap(liveTransaction, (transaction): Effect.Effect<A, E | SqlError | DriverError | CommitFailure, R> =>
-        Option.isNone(transaction)
-          ? ownTransaction([statements.lockKey, [hash]], body)
-          : withTransaction(Effect.andThen(run(statements.lockKey, [hash]), body)))
+        Option.isNone(transaction) ? ownTransaction(undefined, body) : withTransaction(body))
     ) as Effect.Effect<A, E | DriverError, R>
   }
 

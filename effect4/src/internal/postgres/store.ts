@@ -173,7 +173,7 @@ export const make = (
     const statements = makeStatements({ schema, table, unlogged: options.unlogged === true })
     if (options.createTable !== false) yield* createTable(sql, statements)
     yield* checkTable(sql, { schema, table, unlogged: options.unlogged === true, createTable: options.createTable !== false })
-    return yield* KvStore.make(makeDriver(sql, statements, makeRateLimit4Statements({ schema, table })), {
+    return yield* KvStore.make(makeDriver(sql, statements, makeRateLimit4Statements(statements.qualifiedTable)), {
       cleanupInterval: options.cleanupInterval,
       redactKeys: options.redactKeys
     })
