@@ -1,7 +1,8 @@
 /**
  * Round trips of PostgresStore's operations, counted on the wire: a proxy between the
  * pool and the server counts the client's `Sync` and `Query` messages (each one is a
- * round trip: the client waits for `ReadyForQuery` after it). Counts, not timings.
+ * round trip: the client waits for `ReadyForQuery` after it; the calls here run one after
+ * another, so nothing is pipelined). Counts, not timings.
  */
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
@@ -15,9 +16,17 @@ import { inject } from "vitest"
 import * as KvStore from "../src/KvStore.js"
 import * as PostgresStore from "../src/PostgresStore.js"
 
-/** A TCP proxy to the server of `url`; `count()` is the round trips clients have started through it so far. */
+interface Proxy {
+  /** Where to connect instead of the server. */
+  readonly url: string
+  /** The round trips clients have started through the proxy so far. */
+  readonly count: () => number
+  readonly close: () => void
+}
+
+/** A TCP proxy to the test server that counts round trips. */
 const roundTripProxy = Effect.acquireRelease(
-  Effect.callback<{ readonly url: string; readonly count: () => number }>((resume) => {
+  Effect.callback<Proxy>((resume) => {
     const target = new URL(inject("databaseUrl"))
     let roundTrips = 0
     const sockets = new Set<net.Socket>()
@@ -61,17 +70,21 @@ const roundTripProxy = Effect.acquireRelease(
       const url = new URL(target.href)
       url.hostname = "127.0.0.1"
       url.port = String(port)
-      resume(Effect.succeed({ url: url.href, count: () => roundTrips, close: () => {
-        for (const socket of sockets) socket.destroy()
-        server.close()
-      } }))
+      resume(Effect.succeed({
+        url: url.href,
+        count: () => roundTrips,
+        close: () => {
+          for (const socket of sockets) socket.destroy()
+          server.close()
+        }
+      }))
     })
   }),
-  (proxy) => Effect.sync(() => (proxy as unknown as { readonly close: () => void }).close())
+  (proxy) => Effect.sync(() => proxy.close())
 )
 
 describe("PostgresStore round trips (counted on the wire)", () => {
-  it.live("update: an existing key, a missing key; other operations one each", () =>
+  it.live("an update of an existing key takes 4 (BEGIN, lock and read, write, COMMIT), of a missing key 5; set, get, increment 1", () =>
     Effect.scoped(Effect.gen(function*() {
       const proxy = yield* roundTripProxy
       const table = `kv4_rt_${randomUUID().slice(0, 8)}`
@@ -97,7 +110,6 @@ describe("PostgresStore round trips (counted on the wire)", () => {
         updateMissing: yield* counted(store.update(`missing-${randomUUID()}`, () => Effect.succeed(value))),
         increment: yield* counted(store.increment("n"))
       }
-      console.log(JSON.stringify(counts))
       assert.deepStrictEqual(counts, { set: 1, get: 1, updateExisting: 4, updateMissing: 5, increment: 1 })
     })), 60_000)
 })

@@ -17,6 +17,7 @@ import * as RateLimiter from "effect/persistence/RateLimiter"
 import {
   adaptiveConsumeStep,
   adaptiveFeedbackStep,
+  clampWindow,
   encodeState,
   fixedWindowStep,
   parseAdaptive,
@@ -24,7 +25,6 @@ import {
   parseTokenBucket,
   tokenBucketStep
 } from "../core/rateLimit4.js"
-import { clampWindow } from "../core/rateLimit4.js"
 import type { AdaptiveState, FixedWindowState, RateLimit4Answer, RateLimit4Request, Step, TokenBucketState } from "../core/rateLimit4.js"
 import type * as KvStore from "../KvStore.js"
 import { serviceRateLimits4 } from "./front.js"
