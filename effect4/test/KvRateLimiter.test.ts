@@ -1,11 +1,13 @@
 /**
- * KvRateLimiter against Effect 4's own `RateLimiter` (`effect/persistence`), on
- * MemoryStore and PostgresStore: call for call, the same answers as Effect 4's
- * `layerStoreMemory` for the same calls and clock (fixed windows with and without a
- * limit, limit 0, token buckets with and without overflow, adaptive consume/feedback
- * through cooldown, learning and learned); concurrent calls never over-admit (on
- * PostgreSQL through two pools, as two instances); a foreign stored value and bad
- * options fail with RateLimiterError, changing nothing; `RateLimiter.make` on top works.
+ * KvRateLimiter against Effect 4's own `RateLimiter` (`effect/persistence`). On MemoryStore
+ * (the Effect Clock decides, TestClock drives it): call for call, the same answers as
+ * Effect 4's `layerStoreMemory` (fixed windows with and without a limit, limit 0, token
+ * buckets with and without overflow, adaptive consume/feedback through cooldown, learning and
+ * learned). On PostgreSQL (one statement per call on the database's clock): the statements
+ * compute what the JavaScript step computes on generated states, and two pools whose Effect
+ * clocks disagree by 20 s admit exactly the limit. On both: concurrent calls never over-admit;
+ * a foreign stored value and bad options fail with RateLimiterError, changing nothing;
+ * `RateLimiter.make` on top works.
  */
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it, layer } from "@effect/vitest"
