@@ -1,20 +1,23 @@
 /**
  * `npm run bench` (everything), `npm run bench -- memory`, `npm run bench -- postgres`,
- * `npm run bench -- batches` (batch, prefix and stream operations on both backends).
+ * `npm run bench -- batches` (batch, prefix and stream operations on both backends),
+ * `npm run bench -- lines` (effect-kv 2 on Effect 4 against effect-kv 0 and Effect 4's own
+ * KeyValueStore layers, the Effect 4 half in a child process on Node 22: `lines.ts`).
  * Prints the table and writes `bench/results.json`. PostgreSQL comes from
  * `DATABASE_URL` or the embedded server the tests use (`dev/postgresServer.ts`).
  */
 import { fileURLToPath } from "node:url"
 import { startPostgres } from "../dev/postgresServer.js"
 import { runBatches } from "./batches.js"
+import { runLines } from "./lines.js"
 import { runMemory } from "./memory.js"
 import { runPostgres } from "./postgres.js"
 import { formatTable, type Row, score, writeResults } from "./lib/report.js"
 
 const args = process.argv.slice(2).filter((a) => a !== "--")
 const which = args[0] ?? "all"
-if (!["all", "memory", "postgres", "batches"].includes(which)) {
-  console.error("usage: npm run bench [-- memory|postgres|batches]")
+if (!["all", "memory", "postgres", "batches", "lines"].includes(which)) {
+  console.error("usage: npm run bench [-- memory|postgres|batches|lines]")
   process.exit(2)
 }
 
@@ -30,12 +33,13 @@ if (which === "all" || which === "memory") {
   }
 }
 let postgres: Record<string, unknown> | undefined
-if (which === "all" || which === "postgres" || which === "batches") {
+if (which === "all" || which === "postgres" || which === "batches" || which === "lines") {
   const server = await startPostgres()
   postgres = { embedded: server.embedded, collation: server.collation }
   const suites = [
-    ...(which === "batches" ? [] : [["postgres", () => runPostgres(server.url)] as const]),
-    ...(which === "postgres" ? [] : [["batches", () => runBatches(server.url)] as const])
+    ...(which === "all" || which === "postgres" ? [["postgres", () => runPostgres(server.url)] as const] : []),
+    ...(which === "all" || which === "batches" ? [["batches", () => runBatches(server.url)] as const] : []),
+    ...(which === "all" || which === "lines" ? [["lines", () => runLines(server.url)] as const] : [])
   ]
   try {
     for (const [name, suite] of suites) {

@@ -23,10 +23,12 @@ import { KvError, NotFound } from "../KvStore.js"
 import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "../core/counter.js"
 import { describeKind } from "../core/describe.js"
 import { INVALID_STATE, rateLimitRequestProblem, rateLimitStep } from "../core/rateLimit.js"
+import type { RateLimit4Answer, RateLimit4Request } from "../core/rateLimit4.js"
 import { makeErrors } from "./errors.js"
 import { makeBatchOperations } from "./frontBatches.js"
 import { makeKeyedLock } from "./keyedLock.js"
 import { matchCause } from "./matchCause.js"
+import { rateLimit4Of } from "./rateLimit4Driver.js"
 import { decodeDuration, formatDuration } from "./ttl.js"
 import { copyBytes, valueProblem } from "../core/value.js"
 
@@ -63,6 +65,16 @@ export type RateLimit = (key: string, request: RateLimitRequest) => Effect.Effec
  * and runs its steps through `update` on the Effect `Clock` for any other.
  */
 export const serviceRateLimits = new WeakMap<Service, RateLimit>()
+
+/** One step of the Effect 4 limiter decided by the driver (see `rateLimit4Driver.ts`). */
+export type RateLimit4 = <R extends RateLimit4Request>(key: string, request: R) => Effect.Effect<RateLimit4Answer<R>, KvError>
+
+/**
+ * The Effect 4 limiter's steps of stores whose driver decides them (PostgreSQL,
+ * on the database's clock) and of their prefixed views; `KvRateLimiter` runs
+ * its steps through `update` on the Effect `Clock` for any other.
+ */
+export const serviceRateLimits4 = new WeakMap<Service, RateLimit4>()
 
 /** `Effect.isEffect` that never throws (it probes the value with `in`, which a Proxy can make throw). */
 const isEffect = (value: unknown): boolean => {
@@ -435,5 +447,15 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
   }
   serviceRedactsKeys.set(service, redactKeys)
   serviceRateLimits.set(service, rateLimit)
+  const driverRateLimit4 = rateLimit4Of(driver)
+  if (driverRateLimit4 !== undefined) {
+    serviceRateLimits4.set(service, (key, request) =>
+      Effect.suspend(() => {
+        const bad = checkKey("rateLimit", key)
+        return bad !== undefined
+          ? Effect.fail(bad)
+          : write("rateLimit", key, backend("rateLimit", key, driverRateLimit4(key, request)))
+      }))
+  }
   return service
 }

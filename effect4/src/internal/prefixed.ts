@@ -14,7 +14,7 @@ import * as Stream from "effect/Stream"
 import type { Service, StreamOptions } from "../KvStore.js"
 import { KvError, NotFound } from "../KvStore.js"
 import { REDACTED } from "./errors.js"
-import { serviceRateLimits, serviceRedactsKeys } from "./front.js"
+import { serviceRateLimits, serviceRateLimits4, serviceRedactsKeys } from "./front.js"
 import { readEntry } from "../core/iterable.js"
 import type { IterableProblem } from "../core/iterable.js"
 import { readBatch } from "./readBatch.js"
@@ -225,6 +225,10 @@ const makeView = (base: Service, prefix: string): Service => {
   const rateLimit = serviceRateLimits.get(base)
   if (rateLimit !== undefined) {
     serviceRateLimits.set(view, (key, request) => keyed("rateLimit", key, (full) => rateLimit(full, request)))
+  }
+  const rateLimit4 = serviceRateLimits4.get(base)
+  if (rateLimit4 !== undefined) {
+    serviceRateLimits4.set(view, (key, request) => keyed("rateLimit", key, (full) => rateLimit4(full, request)))
   }
   return view
 }

@@ -123,6 +123,7 @@ import type { Options } from "../../PostgresStore.js"
 import { makeDriver } from "./driver.js"
 import type { Row } from "./connection.js"
 import { identifierProblem, makeStatements } from "../../core/postgresSql.js"
+import { makeRateLimit4Statements } from "../../core/rateLimit4Sql.js"
 import { checkTable } from "./tableCheck.js"
 import type { Statements } from "../../core/postgresSql.js"
 
@@ -172,7 +173,7 @@ export const make = (
     const statements = makeStatements({ schema, table, unlogged: options.unlogged === true })
     if (options.createTable !== false) yield* createTable(sql, statements)
     yield* checkTable(sql, { schema, table, unlogged: options.unlogged === true, createTable: options.createTable !== false })
-    return yield* KvStore.make(makeDriver(sql, statements), {
+    return yield* KvStore.make(makeDriver(sql, statements, makeRateLimit4Statements(statements.qualifiedTable)), {
       cleanupInterval: options.cleanupInterval,
       redactKeys: options.redactKeys
     })
