@@ -21,6 +21,7 @@ import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import { KvStore, MemoryStore, PostgresStore } from "effect-kv"
+import * as ConfigReload from "./configReload.js"
 import * as Counter from "./counter.js"
 import * as FeatureFlags from "./featureFlags.js"
 import * as HttpRateLimit from "./httpRateLimit.js"
@@ -99,6 +100,13 @@ const examples = [
     r.afterInvalid.logins !== 1 && "the refused write changed the stored user",
     r.corrupt === undefined && "corrupted bytes decoded"
   ]),
+  example("live config reload (watch)", ConfigReload.program, (r) =>
+    !r.feed ? [] : [
+      r.atStart.greeting !== "hi" && "the stored config was not loaded at start",
+      r.afterWrite.greeting !== "bonjour" && "a write was not applied live",
+      (r.refused !== 1 || r.afterBrokenWrite.greeting !== "bonjour") && "a broken config was not refused",
+      r.afterDelete.greeting !== "hello" && "a deleted config did not fall back to the defaults"
+    ]),
   example("PersistedCache (KvPersistence)", PersistedCacheExample.program, (r) => [
     r.lookupsAfterFirst !== 1 && `the first get ran ${r.lookupsAfterFirst} lookups`,
     r.lookupsAfterRestart !== 1 && "a fresh cache did not find the stored result",

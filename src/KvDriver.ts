@@ -12,6 +12,8 @@ import "./internal/effectLine.js" // first: refuses to load next to another Effe
 import * as Data from "effect/Data"
 import type * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
 import type * as rateLimit from "./core/rateLimit.js"
 import * as keyedLock from "./internal/keyedLock.js"
 
@@ -177,7 +179,34 @@ export interface Driver {
   readonly rateLimit?:
     | ((key: string, request: RateLimitRequest) => Effect.Effect<RateLimitAnswer, DriverError>)
     | undefined
+  /**
+   * Subscribes to the changes of every key of the backend. When the effect
+   * succeeds the subscription is live: every write acknowledged after that
+   * point (by this or any other process sharing the backend) is reported as
+   * `Changed(key)`, and an entry that expires is reported within about a
+   * second of its expiry. Several changes of one key may be reported once
+   * (never none after the last one). The stream ends only when the scope
+   * closes. One subscription per store is enough: the front fans it out to
+   * every watcher. Without it, `watch` and `watchPrefix` fail with `KvError`
+   * (`InvalidArgument`).
+   */
+  readonly changes?: Effect.Effect<Stream.Stream<DriverChange>, DriverError, Scope.Scope> | undefined
 }
+
+/**
+ * What a driver's change feed reports: `Changed` — `key` was written, deleted
+ * or expired (by any process sharing the backend), read it for the value;
+ * `Lost` — the feed may miss changes from now on (e.g. its connection died);
+ * `Resumed` — the feed is live again, and any key may have changed between
+ * `Lost` and now.
+ *
+ * @since 0.1.0
+ * @category drivers
+ */
+export type DriverChange =
+  | { readonly _tag: "Changed"; readonly key: string }
+  | { readonly _tag: "Lost" }
+  | { readonly _tag: "Resumed" }
 
 /**
  * One call of a rate limiter (`KvRateLimiter`) as a driver's `rateLimit` receives it.

@@ -110,6 +110,36 @@ export interface Service {
    * larger than that comes in a page of its own.
    */
   streamEntries(prefix: string, options?: StreamOptions): Stream.Stream<readonly [key: string, value: Uint8Array], KvError>
+
+  /**
+   * The value of `key` now (`Option.none()`: missing or expired), then the
+   * new value after every change, by this or any process sharing the store.
+   * Under a burst it may skip intermediate values, never the last: once
+   * writes stop, the last value emitted is the stored one. An entry that
+   * expires is reported as `none` within about a second. Fails with
+   * `KvError` (`InvalidArgument`) on a store without a change feed.
+   */
+  watch(key: string): Stream.Stream<Option.Option<Uint8Array>, KvError>
+  /**
+   * A `Change` for every key under `prefix` (`""`: all) written, deleted or
+   * expired after the stream started; no snapshot of the keys already there
+   * (combine with `streamEntries`). Per key, the last value is never skipped.
+   */
+  watchPrefix(prefix: string): Stream.Stream<Change, KvError>
+}
+
+/**
+ * What `watchPrefix` emits: a key that changed and its value read after the
+ * change (`Option.none()`: deleted or expired).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Change {
+  /** The key that changed. */
+  readonly key: string
+  /** Its value read after the change; `Option.none()`: deleted or expired. */
+  readonly value: Option.Option<Uint8Array>
 }
 
 /**
@@ -531,6 +561,26 @@ export const streamEntries = (
 ): Stream.Stream<readonly [key: string, value: Uint8Array], KvError, KvStore> =>
   Stream.unwrap(Effect.map(KvStore, (store) => store.streamEntries(prefix, options)))
 
+/**
+ * The value of `key` in the `KvStore` in context now, then after every change
+ * (see `Service.watch`).
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const watch = (key: string): Stream.Stream<Option.Option<Uint8Array>, KvError, KvStore> =>
+  Stream.unwrap(Effect.map(KvStore, (store) => store.watch(key)))
+
+/**
+ * The changes of the keys under `prefix` in the `KvStore` in context, from
+ * now on (see `Service.watchPrefix`).
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const watchPrefix = (prefix: string): Stream.Stream<Change, KvError, KvStore> =>
+  Stream.unwrap(Effect.map(KvStore, (store) => store.watchPrefix(prefix)))
+
 // ---------------------------------------------------------------------------
 // Views
 // ---------------------------------------------------------------------------
@@ -624,6 +674,23 @@ export interface SchemaStore<A, R = never> {
     prefix: string,
     options?: StreamOptions
   ): Stream.Stream<readonly [key: string, value: A], KvError | ParseResult.ParseError, R>
+  /** `Service.watch` with the values decoded; a value that does not decode ends the stream with its `ParseError`. */
+  watch(key: string): Stream.Stream<Option.Option<A>, KvError | ParseResult.ParseError, R>
+  /** `Service.watchPrefix` with the values decoded; a value that does not decode ends the stream with its `ParseError`. */
+  watchPrefix(prefix: string): Stream.Stream<SchemaChange<A>, KvError | ParseResult.ParseError, R>
+}
+
+/**
+ * What a `SchemaStore`'s `watchPrefix` emits: a `Change` with its value decoded.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SchemaChange<A> {
+  /** The key that changed. */
+  readonly key: string
+  /** Its value read after the change, decoded; `Option.none()`: deleted or expired. */
+  readonly value: Option.Option<A>
 }
 
 /**

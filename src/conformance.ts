@@ -42,6 +42,7 @@ import { randomUUID } from "node:crypto"
 import { batchConformance } from "./internal/batchConformance.js"
 import { rateLimitConformance } from "./internal/rateLimitConformance.js"
 import { schemaConformance } from "./internal/schemaConformance.js"
+import { watchConformance } from "./internal/watchConformance.js"
 import { byUtf8Bytes, bytes, loose, sleepReal, text, within } from "./internal/conformanceHelpers.js"
 import * as KvStore from "./KvStore.js"
 
@@ -1619,4 +1620,6 @@ export const conformance = (
   rateLimitConformance(name, store, { databaseClock: options.databaseClock === true })
   // typed values (Version 3): the whole forSchema view on the same store
   schemaConformance(name, store)
+  // change feeds: watch and watchPrefix, or their refusal on a store without a feed
+  watchConformance(name, store, { databaseClock: options.databaseClock === true })
 }

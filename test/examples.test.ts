@@ -9,6 +9,7 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
+import * as ConfigReload from "../examples/configReload.js"
 import * as Counter from "../examples/counter.js"
 import * as FeatureFlags from "../examples/featureFlags.js"
 import * as HttpRateLimit from "../examples/httpRateLimit.js"
@@ -38,6 +39,18 @@ const runOnMemory = <A, E>(
   })
 
 describe("examples", () => {
+  it.effect("config reload: the stored config at start, a write live, a broken one refused, a delete back to defaults", () =>
+    Effect.gen(function*() {
+      const report = yield* runOnMemory(ConfigReload.program("c:"))
+      assert.isTrue(report.feed)
+      if (!report.feed) return
+      assert.deepStrictEqual(report.atStart, { greeting: "hi", maxUploadMb: 20 })
+      assert.deepStrictEqual(report.afterWrite, { greeting: "bonjour", maxUploadMb: 50 })
+      assert.deepStrictEqual(report.afterBrokenWrite, { greeting: "bonjour", maxUploadMb: 50 })
+      assert.strictEqual(report.refused, 1)
+      assert.deepStrictEqual(report.afterDelete, { greeting: "hello", maxUploadMb: 10 })
+    }))
+
   it.effect("session store: touch extends a session, an untouched one expires and reads as missing", () =>
     Effect.gen(function*() {
       const report = yield* runOnMemory(SessionStore.program("s:"))

@@ -27,6 +27,8 @@ import { makeErrors } from "./errors.js"
 import { makeBatchOperations } from "./frontBatches.js"
 import { makeKeyedLock } from "./keyedLock.js"
 import { matchCause } from "./matchCause.js"
+import type { ChangeFeed } from "./watch.js"
+import { makeChangeFeeds } from "./watch.js"
 import { decodeDuration, formatDuration } from "./ttl.js"
 import { copyBytes, valueProblem } from "../core/value.js"
 
@@ -63,6 +65,13 @@ export type RateLimit = (key: string, request: RateLimitRequest) => Effect.Effec
  * and runs its steps through `update` on the Effect `Clock` for any other.
  */
 export const serviceRateLimits = new WeakMap<Service, RateLimit>()
+
+/**
+ * The shared change subscription of stores built by `make` and of their
+ * prefixed views (see `ChangeFeed`), kept out of the public `Service`:
+ * `NearCache` looks its store up here.
+ */
+export const serviceChanges = new WeakMap<Service, ChangeFeed>()
 
 /** `Effect.isEffect` that never throws (it probes the value with `in`, which a Proxy can make throw). */
 const isEffect = (value: unknown): boolean => {
@@ -410,6 +419,8 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
     errors
   })
 
+  const feeds = makeChangeFeeds(driver, errors)
+
   const service: Service = {
     get,
     set,
@@ -431,9 +442,12 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
     deletePrefix,
     count,
     streamKeys,
-    streamEntries
+    streamEntries,
+    watch: feeds.watch,
+    watchPrefix: feeds.watchPrefix
   }
   serviceRedactsKeys.set(service, redactKeys)
+  serviceChanges.set(service, feeds.changes)
   serviceRateLimits.set(service, rateLimit)
   return service
 }

@@ -16,9 +16,19 @@
  * built the first time one is asked for (in slices that yield to the event
  * loop) and kept up to date by every write from the moment the build starts:
  * a store that never lists keys pays nothing for it.
+ *
+ * Change feed (`changes`): every write, removal, eviction and sweep tells the
+ * subscribers' listeners in the same synchronous step; with none subscribed a
+ * write pays one size check. While someone is subscribed, a fiber sweeps the
+ * expired entries at the next expiry in the index (at least once a second,
+ * on the Effect `Clock`), so an expiry is reported within about a second.
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Stream from "effect/Stream"
+import type { DriverChange } from "../KvDriver.js"
 import type { Driver, Entry as LiveEntry, Write } from "../KvStore.js"
 import { DriverError } from "../KvStore.js"
 import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "../core/counter.js"
@@ -44,6 +54,9 @@ const SWEEP_SLICE_MILLIS = 2
 /** Entries between two looks at the wall clock inside a slice. */
 const SWEEP_CHECK_EVERY = 256
 
+/** The longest a subscribed store waits between two looks for expired entries. */
+const EXPIRY_CHECK_MILLIS = 1000
+
 const isLive = (entry: Entry, now: number): boolean => entry.expiresAt === undefined || entry.expiresAt > now
 
 const expiryAt = (now: number, ttl: number | undefined): number | undefined => (ttl === undefined ? undefined : now + ttl)
@@ -54,6 +67,13 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
   const trackUse = maxEntries !== undefined
   /** The keys in code point order, from the first listing on (built in slices, see `makeLazyOrderedIndex`). */
   const index = makeLazyOrderedIndex(() => map.keys())
+
+  /** The change feed's subscribers, told of every key written or removed. */
+  const listeners = new Set<(key: string) => void>()
+  const changed = (key: string): void => {
+    if (listeners.size === 0) return
+    for (const listener of listeners) listener(key)
+  }
 
   /** The keys of the entries with an expiry, earliest first; a node is current while the key's entry still expires then. */
   const expiry = makeExpiryIndex((key, expiresAt) => map.get(key)?.expiresAt === expiresAt)
@@ -84,6 +104,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
     map.delete(key)
     if (entry.expiresAt !== undefined) expiry.invalidate()
     index.maintained?.remove(key)
+    changed(key)
   }
 
   const put = (key: string, entry: Entry): void => {
@@ -106,6 +127,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
       index.maintained?.add(key)
     }
     map.set(key, entry)
+    changed(key)
   }
 
   /** The live entry of `key` at `now`, counted as use. */
@@ -226,6 +248,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
           // popped: the index no longer counts its node, so no `remove` (which would invalidate it again)
           map.delete(key)
           index.maintained?.remove(key)
+          changed(key)
           removed++
           if (i % SWEEP_CHECK_EVERY === 0 && performance.now() - started >= SWEEP_SLICE_MILLIS) return false
         }
@@ -238,8 +261,37 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
     })
   )
 
+  /**
+   * Sweeps now, then at the next expiry in the index, looking at least once
+   * a second (an entry written meanwhile may expire earlier): each sweep
+   * reports the entries it removes. Runs until interrupted.
+   */
+  const reportExpiries: Effect.Effect<never> = Effect.clockWith((clock) => {
+    const nextWait = Effect.sync(() => {
+      const earliest = expiry.earliest()
+      const now = clock.unsafeCurrentTimeMillis()
+      return Duration.millis(earliest === undefined ? EXPIRY_CHECK_MILLIS : Math.min(EXPIRY_CHECK_MILLIS, Math.max(1, earliest - now)))
+    })
+    return Effect.forever(Effect.zipRight(sweepExpired, Effect.flatMap(nextWait, Effect.sleep)))
+  })
+
+  const changes: Driver["changes"] = Effect.gen(function*() {
+    const queue = yield* Queue.unbounded<DriverChange>()
+    const listener = (key: string): void => {
+      queue.unsafeOffer({ _tag: "Changed", key })
+    }
+    yield* Effect.acquireRelease(
+      Effect.sync(() => listeners.add(listener)),
+      () => Effect.zipRight(Effect.sync(() => listeners.delete(listener)), Queue.shutdown(queue))
+    )
+    // forked from the acquire's uninterruptible region: made interruptible so the scope can end it
+    yield* Effect.forkScoped(Effect.interruptible(reportExpiries))
+    return Stream.fromQueue(queue)
+  })
+
   return {
     name: "MemoryStore",
+    changes,
     lock,
     get,
     set: (key, value, ttl) => writeStep(key, (now) => put(key, { value, expiresAt: expiryAt(now, ttl) })),

@@ -80,7 +80,9 @@ export const failingService = (error: KvError): Service => {
     deletePrefix: fail,
     count: fail,
     streamKeys: () => Stream.fail(error),
-    streamEntries: () => Stream.fail(error)
+    streamEntries: () => Stream.fail(error),
+    watch: () => Stream.fail(error),
+    watchPrefix: () => Stream.fail(error)
   }
 }
 

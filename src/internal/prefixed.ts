@@ -14,7 +14,7 @@ import * as Stream from "effect/Stream"
 import type { Service, StreamOptions } from "../KvStore.js"
 import { KvError, NotFound } from "../KvStore.js"
 import { REDACTED } from "./errors.js"
-import { serviceRateLimits, serviceRedactsKeys } from "./front.js"
+import { serviceChanges, serviceRateLimits, serviceRedactsKeys } from "./front.js"
 import { readEntry } from "../core/iterable.js"
 import type { IterableProblem } from "../core/iterable.js"
 import { readBatch } from "./readBatch.js"
@@ -63,7 +63,9 @@ const refusing = (self: Service, problem: string): Service => {
     deletePrefix: () => refuse("deletePrefix"),
     count: () => refuse("count"),
     streamKeys: () => Stream.fromEffect(refuse("streamKeys")),
-    streamEntries: () => Stream.fromEffect(refuse("streamEntries"))
+    streamEntries: () => Stream.fromEffect(refuse("streamEntries")),
+    watch: () => Stream.fromEffect(refuse("watch")),
+    watchPrefix: () => Stream.fromEffect(refuse("watchPrefix"))
   }
 }
 
@@ -219,12 +221,38 @@ const makeView = (base: Service, prefix: string): Service => {
       stream("streamKeys", p, (full) => Stream.map(base.streamKeys(full, options), strip)),
     streamEntries: (p, options?: StreamOptions) =>
       stream("streamEntries", p, (full) =>
-        Stream.map(base.streamEntries(full, options), ([key, value]) => [strip(key), value] as const))
+        Stream.map(base.streamEntries(full, options), ([key, value]) => [strip(key), value] as const)),
+    watch: (key) =>
+      Stream.suspend(() => {
+        const bad = checkKey("watch", key)
+        return bad !== undefined ? Stream.fail(bad) : Stream.mapError(base.watch(prefix + key), fromStore)
+      }),
+    watchPrefix: (p) =>
+      stream("watchPrefix", p, (full) =>
+        Stream.filterMap(base.watchPrefix(full), (change) =>
+          // the view's prefix itself is not one of the view's keys
+          change.key.length > prefix.length
+            ? Option.some({ key: change.key.slice(prefix.length), value: change.value })
+            : Option.none()))
   }
   // the store's own rate-limit step (on its clock), for KvRateLimiter over the view
   const rateLimit = serviceRateLimits.get(base)
   if (rateLimit !== undefined) {
     serviceRateLimits.set(view, (key, request) => keyed("rateLimit", key, (full) => rateLimit(full, request)))
+  }
+  // the store's shared change feed, with the view's keys only, for NearCache over the view
+  const changes = serviceChanges.get(base)
+  if (changes !== undefined) {
+    serviceChanges.set(
+      view,
+      Effect.map(changes, (feed) =>
+        Stream.filterMap(feed, (change) =>
+          change._tag !== "Changed"
+            ? Option.some(change)
+            : change.key.length > prefix.length && change.key.startsWith(prefix)
+            ? Option.some({ _tag: "Changed", key: change.key.slice(prefix.length) } as const)
+            : Option.none()))
+    )
   }
   return view
 }

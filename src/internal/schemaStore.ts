@@ -6,8 +6,8 @@
  * defect, and a value that does not encode fails before anything is written.
  *
  * Operations that never touch a value (`delete`, `has`, `keys`, `count`, ...)
- * are the byte store's own. A later change feed (`watch`, `watchPrefix`) maps
- * its values through `decodeOption` like `getOption` does.
+ * are the byte store's own. The change feeds (`watch`, `watchPrefix`) map
+ * their values through `decodeOption` like `getOption` does.
  */
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -89,7 +89,11 @@ const make = <A, I, R>(store: Service, schema: Schema.Schema<A, I, R>): SchemaSt
       Stream.mapEffect(
         store.streamEntries(prefix, options),
         ([key, bytes]) => Effect.map(decode(bytes), (value) => [key, value] as const)
-      )
+      ),
+    watch: (key) => Stream.mapEffect(store.watch(key), decodeOption),
+    watchPrefix: (prefix) =>
+      Stream.mapEffect(store.watchPrefix(prefix), (change) =>
+        Effect.map(decodeOption(change.value), (value) => ({ key: change.key, value })))
   }
 }
 
