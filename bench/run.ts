@@ -2,7 +2,8 @@
  * `npm run bench` (everything), `npm run bench -- memory`, `npm run bench -- postgres`,
  * `npm run bench -- batches` (batch, prefix and stream operations on both backends),
  * `npm run bench -- lines` (effect-kv 2 on Effect 4 against effect-kv 0 and Effect 4's own
- * KeyValueStore layers, the Effect 4 half in a child process on Node 22: `lines.ts`).
+ * KeyValueStore layers, the Effect 4 half in a child process on Node 22: `lines.ts`),
+ * `npm run bench -- notify` (the cost of `notifyChanges` on `set`, and change propagation between instances).
  * Prints the table and writes `bench/results.json`. PostgreSQL comes from
  * `DATABASE_URL` or the embedded server the tests use (`dev/postgresServer.ts`).
  */
@@ -11,13 +12,14 @@ import { startPostgres } from "../dev/postgresServer.js"
 import { runBatches } from "./batches.js"
 import { runLines } from "./lines.js"
 import { runMemory } from "./memory.js"
+import { runNotify } from "./notify.js"
 import { runPostgres } from "./postgres.js"
 import { formatTable, type Row, score, writeResults } from "./lib/report.js"
 
 const args = process.argv.slice(2).filter((a) => a !== "--")
 const which = args[0] ?? "all"
-if (!["all", "memory", "postgres", "batches", "lines"].includes(which)) {
-  console.error("usage: npm run bench [-- memory|postgres|batches|lines]")
+if (!["all", "memory", "postgres", "batches", "lines", "notify"].includes(which)) {
+  console.error("usage: npm run bench [-- memory|postgres|batches|lines|notify]")
   process.exit(2)
 }
 
@@ -33,13 +35,14 @@ if (which === "all" || which === "memory") {
   }
 }
 let postgres: Record<string, unknown> | undefined
-if (which === "all" || which === "postgres" || which === "batches" || which === "lines") {
+if (which === "all" || which === "postgres" || which === "batches" || which === "lines" || which === "notify") {
   const server = await startPostgres()
   postgres = { embedded: server.embedded, collation: server.collation }
   const suites = [
     ...(which === "all" || which === "postgres" ? [["postgres", () => runPostgres(server.url)] as const] : []),
     ...(which === "all" || which === "batches" ? [["batches", () => runBatches(server.url)] as const] : []),
-    ...(which === "all" || which === "lines" ? [["lines", () => runLines(server.url)] as const] : [])
+    ...(which === "all" || which === "lines" ? [["lines", () => runLines(server.url)] as const] : []),
+    ...(which === "all" || which === "notify" ? [["notify", () => runNotify(server.url)] as const] : [])
   ]
   try {
     for (const [name, suite] of suites) {

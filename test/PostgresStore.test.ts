@@ -42,10 +42,13 @@ const pg = (applicationName = "effect-kv-test") =>
 const storeLayer = (options: PostgresStore.Options, applicationName?: string) =>
   PostgresStore.layer(options).pipe(Layer.provide(pg(applicationName)))
 
-conformance("PostgresStore (logged table)", storeLayer({ table: freshTable("conformance") }), { databaseClock: true })
+// notifyChanges: the conformance suite's change feeds run on PostgreSQL too (without it, it checks their refusal)
+conformance("PostgresStore (logged table)", storeLayer({ table: freshTable("conformance"), notifyChanges: true }), {
+  databaseClock: true
+})
 conformance(
   "PostgresStore (unlogged table)",
-  storeLayer({ table: freshTable("conformance_unlogged"), unlogged: true }),
+  storeLayer({ table: freshTable("conformance_unlogged"), unlogged: true, notifyChanges: true }),
   { databaseClock: true }
 )
 

@@ -136,6 +136,7 @@ export const POSTGRES_STORE_OPTIONS: OptionSpec = {
   unlogged: "boolean",
   cleanupInterval: "duration",
   createTable: "boolean",
+  notifyChanges: "boolean",
   redactKeys: "boolean"
 }
 

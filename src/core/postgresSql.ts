@@ -46,8 +46,27 @@ export const prefixUpperBound = (prefix: string): string | undefined => {
 const lockId = (purpose: string, schema: string, table: string): string =>
   keyHash(`effect-kv:${purpose}:${schema}.${table}`).toString()
 
+/** The payload limit of `pg_notify` (bytes); a key notified must fit (see `MAX_KEY_BYTES` in key.ts: 2048). */
+export const NOTIFY_PAYLOAD_BYTES = 7999
+
+/**
+ * The `LISTEN`/`NOTIFY` channel of a table's change feed: `effect_kv.<schema>.<table>`,
+ * or, past PostgreSQL's 63-byte identifier limit (`pg_notify` refuses a longer
+ * channel), a shortened name with a hash of the whole, so two tables never share one.
+ * Only lowercase letters, digits, `_` and `.`: safe as a literal and, quoted, as an identifier.
+ */
+export const notifyChannel = (schema: string, table: string): string => {
+  const full = `effect_kv.${schema}.${table}`
+  if (full.length <= 63) return full
+  return `effect_kv.${`${schema}.${table}`.slice(0, 32)}.${BigInt.asUintN(64, keyHash(full)).toString(36)}`
+}
+
 export interface Statements {
   readonly qualifiedTable: string
+  /** The channel every write notifies with the key it changed, or `undefined` when the store does not notify */
+  readonly channel: string | undefined
+  /** `$1` the previous poll's `at` (text; `null`: none yet) → at (text), key: entries that expired since then, on the database's clock */
+  readonly expiredSince: string
   readonly quotedSchema: string
   /** $1 "schema"."table", $2 "schema" → present, hasschema */
   readonly tableExists: string
@@ -202,15 +221,42 @@ export const makeStatements = (options: {
   readonly schema: string
   readonly table: string
   readonly unlogged: boolean
+  /** Every write notifies the key it changed on `notifyChannel(schema, table)`, in its own statement or transaction. */
+  readonly notifyChanges?: boolean | undefined
 }): Statements => {
   const { schema, table } = options
+  const channel = options.notifyChanges === true ? notifyChannel(schema, table) : undefined
+  const channelLiteral = `'${channel}'`
+  /**
+   * The count of a write CTE's rows (each `RETURNING key`), notifying each key
+   * when the store notifies: `count(pg_notify(...))` evaluates the call for every row.
+   */
+  const countOf = (cte: string) =>
+    channel === undefined ? `(SELECT count(*) FROM ${cte})` : `(SELECT count(pg_notify(${channelLiteral}, key)) FROM ${cte})`
+  /**
+   * A write (`INSERT`/`UPDATE`) after the CTEs `ctes`, returning `returning`
+   * (expression, name). Notifying, its `RETURNING` also calls `pg_notify` for
+   * every row written; the notification is sent at commit, so a write rolled
+   * back, or that wrote no row, notifies nothing.
+   */
+  const notifyingWrite = (
+    ctes: string | undefined,
+    write: string,
+    returning: ReadonlyArray<readonly [expression: string, name: string]> = []
+  ) => {
+    const columns = [
+      ...returning.map(([e, n]) => (e === n ? e : `${e} AS ${n}`)),
+      ...(channel === undefined ? [] : [`pg_notify(${channelLiteral}, key) AS notified`])
+    ]
+    return `${ctes === undefined ? "" : `WITH ${ctes} `}${write}${columns.length === 0 ? "" : ` RETURNING ${columns.join(", ")}`}`
+  }
   const t = `${quote(schema)}.${quote(table)}`
   const indexName = `${table}_expires_at_idx`.length <= 63
     ? `${table}_expires_at_idx`
     : `${table.slice(0, 42)}_expires_${lockId("index", schema, table).replace("-", "n").slice(0, 12)}`
   const upsertTail = `ON CONFLICT (key) DO UPDATE SET key_hash = excluded.key_hash, value = excluded.value, ` +
     `expires_at = excluded.expires_at, updated_at = excluded.updated_at`
-  const lockFirst = `WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock($1::bigint))`
+  const lockCte = `l AS MATERIALIZED (SELECT pg_advisory_xact_lock($1::bigint))`
   const sweepLock = lockId("sweep", schema, table)
   const expiredIds = (gate: string) =>
     `ARRAY(SELECT ctid FROM ${t} WHERE ${gate}expires_at IS NOT NULL AND expires_at <= now() ` +
@@ -220,8 +266,10 @@ export const makeStatements = (options: {
   const liveCur = live("clock_timestamp()", "cur.")
   const amount = `convert_from(excluded.value, 'UTF8')::bigint`
   /** `increment` after its lock CTE `l`: `from` is `FROM l`, or `FROM l WHERE l.free` after a try-lock */
-  const incrementBody = (from: string) =>
-    `INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
+  const incrementBody = (lock: string, from: string) =>
+    notifyingWrite(
+      lock,
+      `INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
       `SELECT $1::bigint, $2::text, convert_to($3::bigint::text, 'UTF8'), ${expiry}, clock_timestamp() ${from} ` +
       `ON CONFLICT (key) DO UPDATE SET key_hash = excluded.key_hash, ` +
       `value = CASE WHEN ${liveCur} ` +
@@ -230,11 +278,17 @@ export const makeStatements = (options: {
       `updated_at = excluded.updated_at ` +
       `WHERE CASE WHEN NOT ${liveCur} THEN true ` +
       `WHEN ${current} IS NULL THEN false ` +
-      `ELSE abs(${current}) <= ${SAFE} AND abs(${current} + $3::bigint) <= ${SAFE} END ` +
-      `RETURNING encode(value, 'escape') AS n`
-  const tryLockFirst = `WITH l AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::bigint) AS free)`
+      `ELSE abs(${current}) <= ${SAFE} AND abs(${current} + $3::bigint) <= ${SAFE} END`,
+      [["encode(value, 'escape')", "n"]]
+    )
+  const tryLockCte = `l AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::bigint) AS free)`
   return {
     qualifiedTable: t,
+    channel,
+    // `expires_at > $1` on the partial index; now() once, carried to the next poll as exact text
+    expiredSince: `SELECT c.at::text AS at, e.key FROM (SELECT now() AS at) c LEFT JOIN LATERAL (` +
+      `SELECT key FROM ${t} WHERE $1::timestamptz IS NOT NULL AND expires_at > $1::timestamptz AND expires_at <= c.at` +
+      `) e ON true`,
     quotedSchema: quote(schema),
     tableExists: `SELECT to_regclass($1) IS NOT NULL AS present, to_regnamespace($2) IS NOT NULL AS hasschema`,
     createSchema: `CREATE SCHEMA IF NOT EXISTS ${quote(schema)}`,
@@ -252,68 +306,87 @@ export const makeStatements = (options: {
     has: `SELECT 1 AS present FROM ${t} WHERE key = $1 AND ${live("now()")}`,
     timeToLive: `SELECT CASE WHEN expires_at IS NULL THEN NULL ELSE ${millisLeft("now()")} END AS ms ` +
       `FROM ${t} WHERE key = $1 AND ${live("now()")}`,
-    set: `${lockFirst} INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
-      `SELECT $1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp() FROM l ${upsertTail}`,
-    setIfAbsent: `${lockFirst} INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
-      `SELECT $1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp() FROM l ${upsertTail} ` +
-      `WHERE NOT ${liveCur} RETURNING 1 AS written`,
+    set: notifyingWrite(
+      lockCte,
+      `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
+        `SELECT $1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp() FROM l ${upsertTail}`
+    ),
+    setIfAbsent: notifyingWrite(
+      lockCte,
+      `INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
+        `SELECT $1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp() FROM l ${upsertTail} ` +
+        `WHERE NOT ${liveCur}`,
+      [["1", "written"]]
+    ),
     // ON CONFLICT sees the latest committed row even though the statement's snapshot predates
     // the lock wait. The WHERE refuses a live non-counter or an unsafe result: no row comes back.
-    increment: `${lockFirst} ${incrementBody("FROM l")}`,
-    incrementIfFree: `${tryLockFirst} ${incrementBody("FROM l WHERE l.free")}`,
-    deleteIfFree: `WITH l AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::bigint) AS free), ` +
-      `d AS (DELETE FROM ${t} t USING l WHERE l.free AND t.key = $2 AND ${live("now()", "t.")} RETURNING 1) ` +
-      `SELECT l.free AS free, (SELECT count(*) FROM d)::int AS deleted FROM l`,
-    deleteLocked: `WITH d AS (DELETE FROM ${t} WHERE key = $1 AND ${live("clock_timestamp()")} RETURNING 1) ` +
-      `SELECT count(*)::int AS deleted FROM d`,
-    expireIfFree: `WITH l AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::bigint) AS free), ` +
+    increment: incrementBody(lockCte, "FROM l"),
+    incrementIfFree: incrementBody(tryLockCte, "FROM l WHERE l.free"),
+    deleteIfFree: `WITH ${tryLockCte}, ` +
+      `d AS (DELETE FROM ${t} t USING l WHERE l.free AND t.key = $2 AND ${live("now()", "t.")} RETURNING t.key) ` +
+      `SELECT l.free AS free, ${countOf("d")}::int AS deleted FROM l`,
+    deleteLocked: `WITH d AS (DELETE FROM ${t} WHERE key = $1 AND ${live("clock_timestamp()")} RETURNING key) ` +
+      `SELECT ${countOf("d")}::int AS deleted`,
+    expireIfFree: `WITH ${tryLockCte}, ` +
       `u AS (UPDATE ${t} t SET expires_at = ${expiryOf("$3")}, updated_at = clock_timestamp() FROM l ` +
-      `WHERE l.free AND t.key = $2 AND ${live("now()", "t.")} RETURNING 1) ` +
-      `SELECT l.free AS free, (SELECT count(*) FROM u)::int AS changed FROM l`,
+      `WHERE l.free AND t.key = $2 AND ${live("now()", "t.")} RETURNING t.key) ` +
+      `SELECT l.free AS free, ${countOf("u")}::int AS changed FROM l`,
     expireLocked: `WITH u AS (UPDATE ${t} SET expires_at = ${expiryOf("$2")}, updated_at = clock_timestamp() ` +
-      `WHERE key = $1 AND ${live("clock_timestamp()")} RETURNING 1) SELECT count(*)::int AS changed FROM u`,
+      `WHERE key = $1 AND ${live("clock_timestamp()")} RETURNING key) SELECT ${countOf("u")}::int AS changed`,
     lockKey: `SELECT pg_advisory_xact_lock($1::bigint)`,
     readForUpdate: `SELECT ${safeValue}, ${live("clock_timestamp()")} AS live, ` +
       `CASE WHEN expires_at IS NULL THEN NULL ELSE ${millisLeft("clock_timestamp()")} END AS expires_in ` +
       `FROM ${t} WHERE key = $1 FOR UPDATE`,
     // the lock's subquery gates the scan (a one-time filter): the row is read only once the lock is held
-    lockAndReadForUpdate: `${lockFirst} SELECT ${safeValue}, ${live("clock_timestamp()")} AS live, ` +
+    lockAndReadForUpdate: `WITH ${lockCte} SELECT ${safeValue}, ${live("clock_timestamp()")} AS live, ` +
       `CASE WHEN expires_at IS NULL THEN NULL ELSE ${millisLeft("clock_timestamp()")} END AS expires_in ` +
       `FROM ${t} WHERE key = $2::text AND (SELECT count(*) FROM l) = 1 FOR UPDATE`,
-    upsert: `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
-      `VALUES ($1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp()) ${upsertTail}`,
-    upsertKeepExpiry: `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
-      `VALUES ($1::bigint, $2::text, $3::bytea, NULL, clock_timestamp()) ` +
-      `ON CONFLICT (key) DO UPDATE SET key_hash = excluded.key_hash, value = excluded.value, ` +
-      `updated_at = excluded.updated_at`,
+    upsert: notifyingWrite(
+      undefined,
+      `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
+        `VALUES ($1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp()) ${upsertTail}`
+    ),
+    upsertKeepExpiry: notifyingWrite(
+      undefined,
+      `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
+        `VALUES ($1::bigint, $2::text, $3::bytea, NULL, clock_timestamp()) ` +
+        `ON CONFLICT (key) DO UPDATE SET key_hash = excluded.key_hash, value = excluded.value, ` +
+        `updated_at = excluded.updated_at`
+    ),
     keysInRange: `SELECT key FROM ${t} WHERE key >= $1::text COLLATE "C" AND key < $2::text COLLATE "C" ` +
       `AND ${live("now()")} ORDER BY key COLLATE "C"`,
     keysFrom: `SELECT key FROM ${t} WHERE key >= $1::text COLLATE "C" AND ${live("now()")} ORDER BY key COLLATE "C"`,
     keysAll: `SELECT key FROM ${t} WHERE ${live("now()")} ORDER BY key COLLATE "C"`,
+    // notifying: a watcher's poll may not have seen the entry expire before it was deleted
     cleanupBatch: `WITH d AS (DELETE FROM ${t} WHERE ctid = ANY(${expiredIds("")}) AND expires_at <= now() ` +
-      `RETURNING 1) SELECT count(*)::int AS n FROM d`,
+      `RETURNING key) SELECT ${countOf("d")}::int AS n`,
     sweepBatch: `WITH g AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(${sweepLock}) AS mine), ` +
       `d AS (DELETE FROM ${t} WHERE ctid = ANY(${expiredIds("(SELECT mine FROM g) AND ")}) ` +
-      `AND expires_at <= now() RETURNING 1) ` +
-      `SELECT g.mine AS mine, (SELECT count(*) FROM d)::int AS n FROM g`,
+      `AND expires_at <= now() RETURNING key) ` +
+      `SELECT g.mine AS mine, ${countOf("d")}::int AS n FROM g`,
     beginAndLock: (hash) => `BEGIN; SELECT pg_advisory_xact_lock(${BigInt.asIntN(64, hash).toString()})`,
     getMany: `SELECT key, ${safeValue} FROM ${t} WHERE key = ANY($1::text[]) AND ${live("now()")}`,
     hasMany: `SELECT key FROM ${t} WHERE key = ANY($1::text[]) AND ${live("now()")}`,
     // A try-lock never waits, so no lock order is needed, and a key whose lock is held is left out
     // rather than waiting (and holding back the other keys): its caller waits alone. The CTE is
     // materialised so every try-lock is taken before any row is written, and only those rows.
-    setIfFree: `WITH l AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::bigint) AS free) ` +
+    setIfFree: notifyingWrite(
+      tryLockCte,
       `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
-      `SELECT $1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp() FROM l WHERE l.free ${upsertTail} ` +
-      `RETURNING 1 AS written`,
-    setManyIfFree: `WITH l AS MATERIALIZED (SELECT u.h, u.k, u.v, u.ms, pg_try_advisory_xact_lock(u.h) AS free ` +
-      `FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::float8[]) AS u(h, k, v, ms)) ` +
+        `SELECT $1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp() FROM l WHERE l.free ${upsertTail}`,
+      [["1", "written"]]
+    ),
+    setManyIfFree: notifyingWrite(
+      `l AS MATERIALIZED (SELECT u.h, u.k, u.v, u.ms, pg_try_advisory_xact_lock(u.h) AS free ` +
+        `FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::float8[]) AS u(h, k, v, ms))`,
       `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
-      `SELECT l.h, l.k, l.v, ${expiryOf("l.ms")}, clock_timestamp() FROM l WHERE l.free ${upsertTail} ` +
-      `RETURNING key`,
+        `SELECT l.h, l.k, l.v, ${expiryOf("l.ms")}, clock_timestamp() FROM l WHERE l.free ${upsertTail}`,
+      [["key", "key"]]
+    ),
     // `increment` for many keys: the amount comes back as the inserted value (its canonical text)
-    incrementManyIfFree: `WITH l AS MATERIALIZED (SELECT u.h, u.k, u.by, u.ms, pg_try_advisory_xact_lock(u.h) AS free ` +
-      `FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::float8[]) AS u(h, k, by, ms)) ` +
+    incrementManyIfFree: notifyingWrite(
+      `l AS MATERIALIZED (SELECT u.h, u.k, u.by, u.ms, pg_try_advisory_xact_lock(u.h) AS free ` +
+        `FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::float8[]) AS u(h, k, by, ms))`,
       `INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
       `SELECT l.h, l.k, convert_to(l.by::text, 'UTF8'), ${expiryOf("l.ms")}, clock_timestamp() FROM l WHERE l.free ` +
       `ON CONFLICT (key) DO UPDATE SET key_hash = excluded.key_hash, ` +
@@ -323,31 +396,37 @@ export const makeStatements = (options: {
       `updated_at = excluded.updated_at ` +
       `WHERE CASE WHEN NOT ${liveCur} THEN true ` +
       `WHEN ${current} IS NULL THEN false ` +
-      `ELSE abs(${current}) <= ${SAFE} AND abs(${current} + ${amount}) <= ${SAFE} END ` +
-      `RETURNING key, encode(value, 'escape') AS n`,
-    setMany: `WITH l AS MATERIALIZED (${lockAll("pg_advisory_xact_lock", "unnest($1::bigint[])")}) ` +
+      `ELSE abs(${current}) <= ${SAFE} AND abs(${current} + ${amount}) <= ${SAFE} END`,
+      [["key", "key"], ["encode(value, 'escape')", "n"]]
+    ),
+    setMany: notifyingWrite(
+      `l AS MATERIALIZED (${lockAll("pg_advisory_xact_lock", "unnest($1::bigint[])")})`,
       `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
-      `SELECT u.h, u.k, u.v, ${expiry}, clock_timestamp() FROM l, unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(h, k, v) ` +
-      upsertTail,
+        `SELECT u.h, u.k, u.v, ${expiry}, clock_timestamp() FROM l, unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(h, k, v) ` +
+        upsertTail
+    ),
     lockTable: `LOCK TABLE ${t} IN EXCLUSIVE MODE`,
     beginAndLockTable: `BEGIN; LOCK TABLE ${t} IN EXCLUSIVE MODE`,
-    setManyLocked: `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
-      `SELECT u.h, u.k, u.v, ${expiry}, clock_timestamp() FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(h, k, v) ` +
-      upsertTail,
+    setManyLocked: notifyingWrite(
+      undefined,
+      `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
+        `SELECT u.h, u.k, u.v, ${expiry}, clock_timestamp() FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS u(h, k, v) ` +
+        upsertTail
+    ),
     // like deleteIfFree: a statement that waited for a lock would not see what the holder committed
     deleteManyIfFree: `WITH l AS MATERIALIZED (${tryLockAll("unnest($1::bigint[])")}), ` +
-      `d AS (DELETE FROM ${t} t USING l WHERE l.free AND t.key = ANY($2::text[]) AND ${live("now()", "t.")} RETURNING 1) ` +
-      `SELECT l.free AS free, (SELECT count(*) FROM d)::int AS deleted FROM l`,
-    deleteManyLocked: `WITH d AS (DELETE FROM ${t} WHERE key = ANY($1::text[]) AND ${live("clock_timestamp()")} RETURNING 1) ` +
-      `SELECT count(*)::int AS deleted FROM d`,
+      `d AS (DELETE FROM ${t} t USING l WHERE l.free AND t.key = ANY($2::text[]) AND ${live("now()", "t.")} RETURNING t.key) ` +
+      `SELECT l.free AS free, ${countOf("d")}::int AS deleted FROM l`,
+    deleteManyLocked: `WITH d AS (DELETE FROM ${t} WHERE key = ANY($1::text[]) AND ${live("clock_timestamp()")} RETURNING key) ` +
+      `SELECT ${countOf("d")}::int AS deleted`,
     lockKeys: lockAll("pg_advisory_xact_lock", "unnest($1::bigint[])"),
     beginAndLockMany: (hashes) =>
       `BEGIN; ${
         lockAll("pg_advisory_xact_lock", `unnest('{${hashes.map((h) => BigInt.asIntN(64, h).toString()).join(",")}}'::bigint[])`)
       }`,
-    ranged: { withUpper: ranged(t, safeValue, true), withoutUpper: ranged(t, safeValue, false) },
-    rateLimitFixedWindow: rateLimitStatement(t, lockFirst, "fixed-window"),
-    rateLimitTokenBucket: rateLimitStatement(t, lockFirst, "token-bucket")
+    ranged: { withUpper: ranged(t, safeValue, true, countOf), withoutUpper: ranged(t, safeValue, false, countOf) },
+    rateLimitFixedWindow: rateLimitStatement(t, lockCte, "fixed-window", notifyingWrite),
+    rateLimitTokenBucket: rateLimitStatement(t, lockCte, "token-bucket", notifyingWrite)
   }
 }
 
@@ -365,7 +444,7 @@ const lockAll = (lock: string, source: string) =>
 const tryLockAll = (source: string) =>
   `SELECT coalesce(bool_and(pg_try_advisory_xact_lock(h)), true) AS free FROM (SELECT DISTINCT h FROM ${source} AS u(h) ORDER BY h) s`
 
-const ranged = (t: string, safeValue: string, withUpper: boolean): RangedStatements => {
+const ranged = (t: string, safeValue: string, withUpper: boolean, countOf: (cte: string) => string): RangedStatements => {
   const range = `key >= $1::text COLLATE "C"${withUpper ? ` AND key < $2::text COLLATE "C"` : ""}`
   const next = withUpper ? 3 : 2
   const after = `$${next}::text COLLATE "C"`
@@ -391,8 +470,8 @@ const ranged = (t: string, safeValue: string, withUpper: boolean): RangedStateme
       `l AS MATERIALIZED (${lockAll("pg_advisory_xact_lock", "(SELECT key_hash FROM k)")}), ` +
       // = ANY(ARRAY(...)): a primary-key lookup per key (a join with k would scan the whole table)
       `d AS (DELETE FROM ${t} t WHERE t.key = ANY(ARRAY(SELECT key FROM k)) AND (SELECT n FROM l) IS NOT NULL ` +
-      `AND ${live("now()", "t.")} RETURNING 1) ` +
-      `SELECT (SELECT count(*) FROM k)::int AS seen, (SELECT max(key) FROM k) AS last, (SELECT count(*) FROM d)::int AS n`
+      `AND ${live("now()", "t.")} RETURNING t.key) ` +
+      `SELECT (SELECT count(*) FROM k)::int AS seen, (SELECT max(key) FROM k) AS last, ${countOf("d")}::int AS n`
   }
 }
 
@@ -419,7 +498,16 @@ const JSON_NUMBER = "-?[0-9]+(?:[.][0-9]+)?(?:[eE][-+]?[0-9]+)?"
  * stops mattering, rounded up to the microsecond, so the row is never gone
  * while the state would still count.
  */
-const rateLimitStatement = (t: string, lockFirst: string, algorithm: RateLimitRequest["algorithm"]): string => {
+const rateLimitStatement = (
+  t: string,
+  lockCte: string,
+  algorithm: RateLimitRequest["algorithm"],
+  notifyingWrite: (
+    ctes: string | undefined,
+    write: string,
+    returning: ReadonlyArray<readonly [string, string]>
+  ) => string
+): string => {
   const [first, second] = STATE_FIELDS[algorithm]
   const statePattern = `^[{]"${first}":(${JSON_NUMBER}),"${second}":(${JSON_NUMBER})[}]$`
   const parsed = (alias: string) =>
@@ -451,9 +539,10 @@ const rateLimitStatement = (t: string, lockFirst: string, algorithm: RateLimitRe
       `LATERAL (SELECT $6::boolean OR f.tokens - ${tokens} >= 0 AS admitted) d, ` +
       `LATERAL (SELECT d.admitted, CASE WHEN d.admitted THEN f.tokens - ${tokens} ELSE f.tokens END AS tokens, f.last) w`
   }
-  return `${lockFirst}, ` +
-    `c AS MATERIALIZED (SELECT ms AS now, to_timestamp(ms / 1000) AS at FROM l, ` +
-    `LATERAL (SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::float8 AS ms) n) ` +
+  return notifyingWrite(
+    `${lockCte}, ` +
+      `c AS MATERIALIZED (SELECT ms AS now, to_timestamp(ms / 1000) AS at FROM l, ` +
+      `LATERAL (SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::float8 AS ms) n)`,
     `INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
     `SELECT $1::bigint, $2::text, s.value, s.expires_at, s.updated_at FROM c, ` +
     `LATERAL (${step("NULL::float8", "NULL::float8", "NULL::timestamptz")}) s ` +
@@ -461,6 +550,7 @@ const rateLimitStatement = (t: string, lockFirst: string, algorithm: RateLimitRe
     `SELECT s.value, s.expires_at, s.updated_at FROM c, ` +
     `LATERAL (SELECT CASE WHEN ${liveAt("c.at")} THEN ${parsed("cur")} END AS m) p, ` +
     `LATERAL (${step("p.m[1]::float8", "p.m[2]::float8", "cur.updated_at")}) s) ` +
-    `WHERE NOT (${liveAt("(SELECT at FROM c)")} AND ${parsed("cur")} IS NULL) ` +
-    `RETURNING encode(value, 'escape') AS kept, updated_at = (SELECT at FROM c) AS admitted, (SELECT now FROM c) AS now`
+    `WHERE NOT (${liveAt("(SELECT at FROM c)")} AND ${parsed("cur")} IS NULL)`,
+    [["encode(value, 'escape')", "kept"], ["updated_at = (SELECT at FROM c)", "admitted"], ["(SELECT now FROM c)", "now"]]
+  )
 }

@@ -8,7 +8,9 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import type { Driver, Entry, RateLimitRequest, Write } from "../../KvDriver.js"
+import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
+import type { Driver, DriverChange, Entry, RateLimitRequest, Write } from "../../KvDriver.js"
 import { DriverError } from "../../KvStore.js"
 import { NOT_A_COUNTER, parseCounter } from "../../core/counter.js"
 import { keyHash } from "../../core/hash.js"
@@ -242,7 +244,15 @@ const ttlParam = (ttl: number | undefined): number | null => ttl ?? null
 /** Statements and transactions before `backend` makes their failures `DriverError`. */
 type Sql<A> = Effect.Effect<A, SqlError | DriverError | CommitFailure>
 
-export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Driver => {
+/**
+ * The driver on `statements`' table. `changes`: the table's change feed (see
+ * `changes.ts`), when the store notifies and can listen.
+ */
+export const makeDriver = (
+  sql: SqlClient.SqlClient,
+  statements: Statements,
+  changes?: Effect.Effect<Stream.Stream<DriverChange>, DriverError, Scope.Scope>
+): Driver => {
   const { inTransaction, liveTransaction, onPool, run } = makeConnections(sql)
   const readAgain = readAgainIfLost(poolSize(sql))
   /** A read as the caller's answer: run again past dead connections, then its failure as `DriverError`. */
@@ -699,6 +709,7 @@ export const makeDriver = (sql: SqlClient.SqlClient, statements: Statements): Dr
     count,
     keysPage,
     entriesPage,
-    rateLimit
+    rateLimit,
+    ...(changes === undefined ? {} : { changes })
   }
 }

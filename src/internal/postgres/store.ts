@@ -86,6 +86,17 @@
  * stop for this round instead of piling up. Failures are logged and the
  * schedule goes on.
  *
+ * ## Change feed (`notifyChanges`)
+ *
+ * With `notifyChanges`, every statement that writes calls
+ * `pg_notify('effect_kv.<schema>.<table>', key)` for each row it wrote or
+ * deleted (in its `RETURNING`, or `count(pg_notify(...))` over its delete
+ * CTE), so the notification is part of the write's own statement or
+ * transaction: sent at commit, never for a rollback or a write that changed
+ * no row. Keys are at most 2048 bytes, under the 8000-byte payload limit.
+ * `changes.ts` listens on one dedicated connection per subscription (the
+ * front keeps one per store) and polls expiry on the database's clock.
+ *
  * ## Errors
  *
  * Every `SqlError` becomes `KvError` (`Backend`). `sql.withTransaction` turns a
@@ -118,13 +129,25 @@ import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
+import type { Driver } from "../../KvDriver.js"
+import { DriverError } from "../../KvDriver.js"
 import * as KvStore from "../../KvStore.js"
 import type { Options } from "../../PostgresStore.js"
+import { changeFeedProblem, makeChangeFeed } from "./changes.js"
+import { makeConnections } from "./connection.js"
 import { makeDriver } from "./driver.js"
 import type { Row } from "./connection.js"
 import { identifierProblem, makeStatements } from "../../core/postgresSql.js"
 import { checkTable } from "./tableCheck.js"
 import type { Statements } from "../../core/postgresSql.js"
+
+/**
+ * `notifyChanges` when not given: off. The contract turns it on by default only
+ * when notifying costs `set` under 10%; `bench/notify.ts` measured 11–52% (a
+ * listener subscribed; see bench/FINDINGS.md): every notifying commit takes
+ * PostgreSQL's notification lock, appends to its queue and wakes the listeners.
+ */
+export const NOTIFY_CHANGES_DEFAULT = false
 
 const layerError = (cause: unknown): KvStore.KvError =>
   KvStore.KvError.backend(
@@ -169,10 +192,30 @@ export const make = (
     const badName = identifierProblem("table", table) ?? identifierProblem("schema", schema)
     if (badName !== undefined) return yield* Effect.fail(KvStore.KvError.invalidArgument("layer", badName))
     const sql = yield* SqlClient.SqlClient
-    const statements = makeStatements({ schema, table, unlogged: options.unlogged === true })
+    const notifyChanges = options.notifyChanges ?? NOTIFY_CHANGES_DEFAULT
+    const statements = makeStatements({ schema, table, unlogged: options.unlogged === true, notifyChanges })
     if (options.createTable !== false) yield* createTable(sql, statements)
     yield* checkTable(sql, { schema, table, unlogged: options.unlogged === true, createTable: options.createTable !== false })
-    return yield* KvStore.make(makeDriver(sql, statements), {
+    const noFeed = statements.channel === undefined
+      ? "this PostgresStore does not notify its changes (notifyChanges: false, the default); build it with " +
+        "notifyChanges: true (on every instance that writes the table) to watch"
+      : changeFeedProblem(sql)
+    let changes: NonNullable<Driver["changes"]>
+    if (statements.channel === undefined || noFeed !== undefined) {
+      // refuses watchers saying why: the front's own refusal (no `changes` at all) could not name the option
+      changes = Effect.fail(new DriverError({ reason: "InvalidArgument", message: noFeed ?? "no change feed" }))
+    } else {
+      const feed = makeChangeFeed({
+        sql,
+        channel: statements.channel,
+        expiredSince: statements.expiredSince,
+        onPool: makeConnections(sql).onPool
+      })
+      // added before the front's own finalizers, so it runs after them: the LISTEN connections end last
+      yield* Effect.addFinalizer(() => feed.close)
+      changes = feed.changes
+    }
+    return yield* KvStore.make(makeDriver(sql, statements, changes), {
       cleanupInterval: options.cleanupInterval,
       redactKeys: options.redactKeys
     })
@@ -187,9 +230,12 @@ export const layerConfig = (
   Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))
 
 /** For tests: the statement texts a layer with these options runs. */
-export const statementsFor = (options: { table?: string; schema?: string; unlogged?: boolean } = {}): Statements =>
+export const statementsFor = (
+  options: { table?: string; schema?: string; unlogged?: boolean; notifyChanges?: boolean } = {}
+): Statements =>
   makeStatements({
     schema: options.schema ?? "public",
     table: options.table ?? "kv_store",
-    unlogged: options.unlogged === true
+    unlogged: options.unlogged === true,
+    notifyChanges: options.notifyChanges ?? NOTIFY_CHANGES_DEFAULT
   })
