@@ -3,6 +3,7 @@
  * `npm run bench -- batches` (batch, prefix and stream operations on both backends),
  * `npm run bench -- lines` (effect-kv 2 on Effect 4 against effect-kv 0 and Effect 4's own
  * KeyValueStore layers, the Effect 4 half in a child process on Node 22: `lines.ts`),
+ * `npm run bench -- nearcache` (the near cache's hit against a MemoryStore get and a Map, and over PostgreSQL),
  * `npm run bench -- notify` (the cost of `notifyChanges` on `set`, and change propagation between instances).
  * Prints the table and writes `bench/results.json`. PostgreSQL comes from
  * `DATABASE_URL` or the embedded server the tests use (`dev/postgresServer.ts`).
@@ -12,14 +13,15 @@ import { startPostgres } from "../dev/postgresServer.js"
 import { runBatches } from "./batches.js"
 import { runLines } from "./lines.js"
 import { runMemory } from "./memory.js"
+import { runNearCache } from "./nearCache.js"
 import { runNotify } from "./notify.js"
 import { runPostgres } from "./postgres.js"
 import { formatTable, type Row, score, writeResults } from "./lib/report.js"
 
 const args = process.argv.slice(2).filter((a) => a !== "--")
 const which = args[0] ?? "all"
-if (!["all", "memory", "postgres", "batches", "lines", "notify"].includes(which)) {
-  console.error("usage: npm run bench [-- memory|postgres|batches|lines|notify]")
+if (!["all", "memory", "postgres", "batches", "lines", "notify", "nearcache"].includes(which)) {
+  console.error("usage: npm run bench [-- memory|postgres|batches|lines|notify|nearcache]")
   process.exit(2)
 }
 
@@ -35,13 +37,14 @@ if (which === "all" || which === "memory") {
   }
 }
 let postgres: Record<string, unknown> | undefined
-if (which === "all" || which === "postgres" || which === "batches" || which === "lines" || which === "notify") {
+if (which !== "memory") {
   const server = await startPostgres()
   postgres = { embedded: server.embedded, collation: server.collation }
   const suites = [
     ...(which === "all" || which === "postgres" ? [["postgres", () => runPostgres(server.url)] as const] : []),
     ...(which === "all" || which === "batches" ? [["batches", () => runBatches(server.url)] as const] : []),
     ...(which === "all" || which === "lines" ? [["lines", () => runLines(server.url)] as const] : []),
+    ...(which === "all" || which === "nearcache" ? [["nearcache", () => runNearCache(server.url)] as const] : []),
     ...(which === "all" || which === "notify" ? [["notify", () => runNotify(server.url)] as const] : [])
   ]
   try {

@@ -58,3 +58,11 @@ export * as KvPersistence from "./KvPersistence.js"
  * @since 0.1.0
  */
 export * as KvRateLimiter from "./KvRateLimiter.js"
+
+/**
+ * A near cache: the `KvStore` in context with its reads answered from process
+ * memory, kept true by the store's change feed.
+ *
+ * @since 0.1.0
+ */
+export * as NearCache from "./NearCache.js"

@@ -150,3 +150,9 @@ export const MAKE_OPTIONS: OptionSpec = {
 export const BRIDGE_OPTIONS: OptionSpec = {
   prefix: "string"
 }
+
+/** The options of `NearCache.layer` and `make`. */
+export const NEAR_CACHE_OPTIONS: OptionSpec = {
+  maxEntries: "number",
+  maxStaleness: "duration"
+}
