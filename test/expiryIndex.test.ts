@@ -164,10 +164,13 @@ describe("expiryIndex", () => {
           const expected = m.due(now).sort()
           assert.deepStrictEqual(m.sweep(now).sort(), expected, `seed ${seed}, step ${step}`)
         }
-        const earliest = m.index.earliest()
-        const trueEarliest = m.trueEarliest()
-        if (trueEarliest === Infinity) assert.isTrue(earliest === undefined || earliest <= now + ttlRange)
-        else assert.isAtMost(earliest!, trueEarliest, `seed ${seed}, step ${step}`)
+        // the brute-force earliest scans the whole store: every step for few keys, every tenth for many
+        if (keySpace <= 1024 || step % 10 === 0) {
+          const earliest = m.index.earliest()
+          const trueEarliest = m.trueEarliest()
+          if (trueEarliest === Infinity) assert.isTrue(earliest === undefined || earliest <= now + ttlRange)
+          else assert.isAtMost(earliest!, trueEarliest, `seed ${seed}, step ${step}`)
+        }
         // a compaction starts at twice the current nodes (or 1024 nodes) and ends within an eighth as many writes
         assert.isAtMost(m.index.size(), Math.max(3 * m.index.current() + 1, 1024 + 1024 / 8 + 1), `seed ${seed}, step ${step}`)
       }
