@@ -16,7 +16,7 @@ import { runMemory } from "./memory.js"
 import { runNearCache } from "./nearCache.js"
 import { runNotify } from "./notify.js"
 import { runPostgres } from "./postgres.js"
-import { formatTable, type Row, score, writeResults } from "./lib/report.js"
+import { formatSummary, formatTable, type Row, score, writeResults } from "./lib/report.js"
 
 const args = process.argv.slice(2).filter((a) => a !== "--")
 const which = args[0] ?? "all"
@@ -66,6 +66,7 @@ console.log()
 console.log(formatTable(scored))
 const met = scored.filter((r) => r.met === true).length
 const missed = scored.filter((r) => r.met === false).length
+console.log(`\n${formatSummary(scored)}`)
 console.log(`\ntargets: ${met} met, ${missed} missed; ran ${which} in ${elapsed.toFixed(0)} s`)
 const resultsPath = fileURLToPath(new URL("./results.json", import.meta.url))
 writeResults(resultsPath, scored, { suite: which, elapsedSeconds: elapsed, postgres, failures })
