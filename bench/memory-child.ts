@@ -8,10 +8,14 @@
  *                                                (among `permanent` more without a TTL)
  *   indexStall <entries>                         longest event-loop stall during the first
  *                                                listing of `entries` keys (the index build)
+ *   compactStall <entries>                       longest event-loop stall while every one of
+ *                                                `entries` keys with a TTL is given a new one
+ *                                                (the expiry index's compaction), then swept
  */
 import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks"
 import { setTimeout as sleep } from "node:timers/promises"
 import * as KeyValueStore from "@effect/platform/KeyValueStore"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { KvStore } from "../src/KvStore.js"
 import * as MemoryStore from "../src/MemoryStore.js"
@@ -211,6 +215,54 @@ const indexStall = async (entries: number) => {
   return { entries, buildMs: build.ms, maxStallMs: build.widest, longestGcMs, idleMaxMs: idle.widest }
 }
 
+/**
+ * Fills a store with `entries` keys expiring in an hour, then gives every key a
+ * new expiry, 1000 keys per `setMany` with an event-loop turn between: each
+ * rewrite leaves a stale node in the expiry index, and once stale nodes
+ * outnumber current ones the index compacts. Reports the longest gap of a
+ * 1 ms timer and the longest single `setMany` of 1000 keys meanwhile, then
+ * the same for a sweep (`cleanup`) that finishes the compaction.
+ */
+const compactStall = async (entries: number) => {
+  const built = await buildService(MemoryStore.layer(), KvStore)
+  const store = built.service
+  const CHUNK = 1000
+  const fill = async (ttl: Duration.DurationInput) => {
+    let longestChunkMs = 0
+    for (let from = 0; from < entries; from += CHUNK) {
+      const batch = Array.from({ length: Math.min(CHUNK, entries - from) }, (_, i) => [keyOf(from + i), valueOf(from + i)] as const)
+      const started = performance.now()
+      await Effect.runPromise(store.setMany(batch, ttl))
+      longestChunkMs = Math.max(longestChunkMs, performance.now() - started)
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    return longestChunkMs
+  }
+  await fill("1 hour")
+  await settledMemory()
+  let longestGcMs = 0
+  const gcs = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) longestGcMs = Math.max(longestGcMs, entry.duration)
+  })
+  gcs.observe({ entryTypes: ["gc"] })
+  let longestChunkMs = 0
+  const rewrite = await widestTickGap(async () => {
+    longestChunkMs = await fill("2 hours")
+  })
+  const sweep = await widestTickGap(() => Effect.runPromise(store.cleanup))
+  gcs.disconnect()
+  await built.close()
+  return {
+    entries,
+    rewriteMs: rewrite.ms,
+    rewriteMaxStallMs: rewrite.widest,
+    longestSetManyOf1000Ms: longestChunkMs,
+    sweepMs: sweep.ms,
+    sweepMaxStallMs: sweep.widest,
+    longestGcMs
+  }
+}
+
 const [mode, a, b] = process.argv.slice(2)
 const result = mode === "heap"
   ? await heap(a!, Number(b))
@@ -218,7 +270,9 @@ const result = mode === "heap"
   ? await stall(Number(a), Number(b ?? 0))
   : mode === "indexStall"
   ? await indexStall(Number(a))
+  : mode === "compactStall"
+  ? await compactStall(Number(a))
   : (() => {
-    throw new Error(`usage: memory-child.ts heap <subject> <entries> | stall <entries> [permanent] | indexStall <entries>`)
+    throw new Error(`usage: memory-child.ts heap <subject> <entries> | stall <entries> [permanent] | indexStall <entries> | compactStall <entries>`)
   })()
 console.log(JSON.stringify(result))

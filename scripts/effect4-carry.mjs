@@ -51,6 +51,21 @@ export const copies = () => {
   return out.sort()
 }
 
+/** src files (outside the linked src/core) with no twin under effect4/src yet. */
+export const missing = () => {
+  const out = []
+  const walk = (dir) => {
+    for (const entry of fs.readdirSync(path.join(root, "src", dir), { withFileTypes: true })) {
+      const rel = path.join(dir, entry.name)
+      if (entry.isDirectory()) {
+        if (rel !== "core") walk(rel)
+      } else if (entry.name.endsWith(".ts") && !fs.existsSync(path.join(root, "effect4", "src", rel))) out.push(rel)
+    }
+  }
+  walk("")
+  return out.sort()
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const base = fs.readFileSync(upstreamFile, "utf8").trim()
   if (process.argv.includes("--list")) {
@@ -80,6 +95,10 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
         conflicts++
         console.log(`CONFLICT: effect4/src/${rel} (resolve the markers, keeping the Effect 4 spelling)`)
       }
+    }
+    for (const rel of missing()) {
+      conflicts++
+      console.log(`NEW: src/${rel} has no twin; copy it to effect4/src/${rel} (or link it when it touches no Effect API that differs) and port it`)
     }
     fs.writeFileSync(upstreamFile, head + "\n")
     console.log(conflicts === 0 ? `effect4/UPSTREAM = ${head}` : `${conflicts} file(s) to resolve by hand`)

@@ -116,6 +116,37 @@ describe("MemoryStore sweeper", () => {
       assert.deepStrictEqual(yield* store.keys(""), ["permanent"])
     }))
 
+  it.scoped("sweeps exactly the expired keys after rewrites that compact the expiry index, on the TestClock", () =>
+    Effect.gen(function*() {
+      const store = yield* buildStore({ cleanupInterval: "1 minute" })
+      const n = 5000
+      // every rewrite of a key's expiry leaves a stale node: two rounds make them outnumber the
+      // current ones, so the index compacts (a few nodes per write, the rest in the sweeper's slices)
+      for (let i = 0; i < n; i++) yield* store.set(`k${i}`, bytes("v"), "10 minutes")
+      for (let i = 0; i < n; i++) yield* store.set(`k${i}`, bytes("v"), "20 minutes")
+      for (let i = 0; i < n; i += 2) yield* store.set(`k${i}`, bytes("v"), "30 minutes")
+      for (let i = 0; i < n; i += 5) yield* store.delete(`k${i}`)
+      yield* store.set("permanent", bytes("v"))
+      const deleted = Math.ceil(n / 5)
+      const live = n - deleted
+
+      // past the first expiry: only stale nodes are due, nothing is removed
+      yield* TestClock.adjust("15 minutes")
+      yield* settle
+      assert.strictEqual(yield* store.count(""), live + 1, "a key was swept at an expiry it no longer had")
+      // past the second: the odd keys go, the even ones rewritten to 30 minutes stay
+      yield* TestClock.adjust("10 minutes")
+      yield* settle
+      const even = (yield* store.keys("k")).length
+      assert.strictEqual(even, Array.from({ length: n }, (_, i) => i).filter((i) => i % 2 === 0 && i % 5 !== 0).length)
+      assert.strictEqual(yield* store.cleanup, 0, "the sweeper left expired entries")
+      // past the last: everything with a TTL is gone
+      yield* TestClock.adjust("10 minutes")
+      yield* settle
+      assert.strictEqual(yield* store.cleanup, 0, "the sweeper left expired entries")
+      assert.deepStrictEqual(yield* store.keys(""), ["permanent"])
+    }), 60_000)
+
   it.effect("stops when the layer's scope closes", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()

@@ -32,7 +32,11 @@ const makeModel = () => {
     if (store.get(key) !== undefined) index.invalidate()
     store.delete(key)
   }
-  /** Pops every due key and removes it from the store; the keys in pop order. */
+  /**
+   * Pops every due key and removes it from the store, then finishes a
+   * compaction under way in small slices, as the memory driver's sweeper does;
+   * the keys in pop order.
+   */
   const sweep = (now: number): Array<string> => {
     const popped: Array<string> = []
     for (let key = index.popDue(now); key !== undefined; key = index.popDue(now)) {
@@ -40,6 +44,7 @@ const makeModel = () => {
       popped.push(key)
       store.delete(key)
     }
+    while (!index.compactSome(256)) { /* the driver yields to the event loop here */ }
     return popped
   }
   const due = (now: number) => [...store].filter(([, at]) => at !== undefined && at <= now).map(([key]) => key)
@@ -100,11 +105,16 @@ describe("expiryIndex", () => {
     assert.strictEqual(m.index.size(), 2000)
     // rewrite every key many times: without compaction the heap would hold 20k nodes
     for (let round = 1; round <= 10; round++) {
-      for (let i = 0; i < 2000; i++) m.set(`k${i}`, 10_000 + i + round)
-      assert.isAtMost(m.index.size(), 2 * 2000 + 1, `round ${round}: ${m.index.size()} nodes for 2000 keys`)
+      for (let i = 0; i < 2000; i++) {
+        m.set(`k${i}`, 10_000 + i + round)
+        // compaction runs a few nodes per write: the heap may pass twice the keys while it drains
+        assert.isAtMost(m.index.size(), 3 * 2000, `round ${round}: ${m.index.size()} nodes for 2000 keys`)
+      }
     }
     // deleting most keys compacts too
     for (let i = 0; i < 1900; i++) m.remove(`k${i}`)
+    m.sweep(0) // nothing due: the sweeper finishes the compaction
+    assert.isFalse(m.index.compacting())
     assert.isAtMost(m.index.size(), 2 * 1024)
     const left = [...m.store.keys()].sort()
     assert.strictEqual(left.length, 100)
@@ -128,19 +138,25 @@ describe("expiryIndex", () => {
       m.set("d", 200)
     }
     m.set("d", 100)
+    m.sweep(0)
     assert.isAtMost(m.index.size(), 2 * 1024)
     assert.deepStrictEqual(m.sweep(1000), ["d"])
   })
 
   it("agrees with a brute-force scan over random writes, deletes and sweeps", () => {
-    for (const seed of [1, 2, 3, 4, 5]) {
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
       const random = prng(seed)
       const m = makeModel()
+      // few keys, short TTLs: stale nodes mostly dropped by sweeps; many keys, long TTLs: heaps that compact
+      const keySpace = seed <= 3 ? 500 : 3000
+      const ttlRange = seed <= 3 ? 200 : 100_000
       let now = 0
+      let stepsCompacting = 0
       for (let step = 0; step < 20_000; step++) {
-        const key = `k${Math.floor(random() * 500)}`
+        if (m.index.compacting()) stepsCompacting++
+        const key = `k${Math.floor(random() * keySpace)}`
         const r = random()
-        if (r < 0.55) m.set(key, now + 1 + Math.floor(random() * 200))
+        if (r < 0.55) m.set(key, now + 1 + Math.floor(random() * ttlRange))
         else if (r < 0.65) m.set(key, undefined)
         else if (r < 0.8) m.remove(key)
         else if (r < 0.97) now += Math.floor(random() * 20)
@@ -148,12 +164,70 @@ describe("expiryIndex", () => {
           const expected = m.due(now).sort()
           assert.deepStrictEqual(m.sweep(now).sort(), expected, `seed ${seed}, step ${step}`)
         }
-        const earliest = m.index.earliest()
-        const trueEarliest = m.trueEarliest()
-        if (trueEarliest === Infinity) assert.isTrue(earliest === undefined || earliest <= now + 200)
-        else assert.isAtMost(earliest!, trueEarliest, `seed ${seed}, step ${step}`)
-        assert.isAtMost(m.index.size(), Math.max(2 * m.index.current() + 1, 1024), `seed ${seed}, step ${step}`)
+        // the brute-force earliest scans the whole store: every step for few keys, every tenth for many
+        if (keySpace <= 1024 || step % 10 === 0) {
+          const earliest = m.index.earliest()
+          const trueEarliest = m.trueEarliest()
+          if (trueEarliest === Infinity) assert.isTrue(earliest === undefined || earliest <= now + ttlRange)
+          else assert.isAtMost(earliest!, trueEarliest, `seed ${seed}, step ${step}`)
+        }
+        // a compaction starts at twice the current nodes (or 1024 nodes) and ends within an eighth as many writes
+        assert.isAtMost(m.index.size(), Math.max(3 * m.index.current() + 1, 1024 + 1024 / 8 + 1), `seed ${seed}, step ${step}`)
       }
+      if (keySpace > 1024) assert.isAbove(stepsCompacting, 0, `seed ${seed}: no compaction ran`)
+      // nothing lost across the compactions: every key with an expiry is still found by a sweep
+      const expiring = m.due(Infinity).sort()
+      assert.deepStrictEqual(m.sweep(Infinity).sort(), expiring, `seed ${seed}`)
     }
+  })
+
+  it("compacts a large heap a few nodes per write, never in one step, and the sweeper finishes it", () => {
+    const m = makeModel()
+    const keys = 100_000
+    for (let i = 0; i < keys; i++) m.set(`k${i}`, 1_000_000 + i)
+    // delete keys until a compaction starts; the write that starts it moves only a few nodes
+    let i = 0
+    while (!m.index.compacting()) {
+      const before = m.index.size()
+      m.remove(`k${i++}`)
+      assert.isAtLeast(m.index.size(), before - 8, `write ${i} did more than a slice of compaction`)
+    }
+    assert.isAtLeast(m.index.size(), keys - 8 - i, "the compaction has only begun")
+    // further writes keep moving it a few nodes at a time, the heap shrinking as stale nodes are dropped
+    for (let w = 0; w < 1000; w++) {
+      const before = m.index.size()
+      m.set(`new${w}`, 2_000_000 + w)
+      assert.isAtLeast(m.index.size(), before + 1 - 8)
+    }
+    assert.isTrue(m.index.compacting())
+    // a lower bound of the earliest live expiry while the compaction is half done
+    assert.isAtMost(m.index.earliest()!, 1_000_000 + i)
+    const live = [...m.store.keys()]
+    // the sweeper's slices finish it, dropping every stale node
+    assert.deepStrictEqual(m.sweep(0), [])
+    assert.isFalse(m.index.compacting())
+    assert.strictEqual(m.index.size(), live.length)
+    assert.strictEqual(m.index.current(), live.length)
+    assert.deepStrictEqual(m.sweep(1e9).sort(), live.sort())
+    assert.strictEqual(m.index.size(), 0)
+  })
+
+  it("pops due keys in order while a compaction is under way", () => {
+    const m = makeModel()
+    for (let i = 0; i < 4000; i++) m.set(`k${i}`, 10_000 + i)
+    for (let i = 0; i < 2100; i++) m.remove(`k${i}`)
+    assert.isTrue(m.index.compacting())
+    // new keys land in the fresh heap, some earlier than everything left in the draining one
+    for (let i = 0; i < 50; i++) m.set(`early${i}`, 5_000 + i)
+    const popped: Array<string> = []
+    for (let key = m.index.popDue(12_000); key !== undefined; key = m.index.popDue(12_000)) {
+      popped.push(key)
+      m.store.delete(key)
+    }
+    const expected = [
+      ...Array.from({ length: 50 }, (_, i) => `early${i}`),
+      ...Array.from({ length: 12_000 - 10_000 + 1 - 2100 }, (_, i) => `k${2100 + i}`)
+    ]
+    assert.deepStrictEqual(popped, expected)
   })
 })

@@ -90,6 +90,31 @@ export const formatTable = (rows: ReadonlyArray<ScoredRow>): string => {
   return [...out, ...(notes.length > 0 ? ["", "Notes:", ...notes] : [])].join("\n")
 }
 
+/**
+ * The targets of a run in one block: every row with a target, met or missed,
+ * its figure against the bound, missed ones first. What `bench/FINDINGS.md`
+ * must explain is the "missed" list.
+ */
+export const formatSummary = (rows: ReadonlyArray<ScoredRow>): string => {
+  const judged = rows.filter((r) => r.target !== undefined || r.check !== undefined)
+  const figure = (r: ScoredRow) =>
+    r.check !== undefined
+      ? (r.check ? "exact" : "not exact")
+      : r.targetOn === "value"
+      ? `${fmt(r.value, r.unit)} (≤ ${r.target} ${r.unit})`
+      : `${r.ratio === undefined || Number.isNaN(r.ratio) ? "n/a" : `${r.ratio.toFixed(2)}×`} (≤ ${r.target}×)`
+  const line = (r: ScoredRow) => `  ${r.met === true ? "met   " : r.met === false ? "MISSED" : "n/a   "}  ${r.suite}: ${r.operation}: ${figure(r)}`
+  const missed = judged.filter((r) => r.met === false)
+  const met = judged.filter((r) => r.met === true)
+  const unknown = judged.filter((r) => r.met === undefined)
+  return [
+    `Targets: ${met.length} met, ${missed.length} missed${unknown.length > 0 ? `, ${unknown.length} not measured` : ""}`,
+    ...missed.map(line),
+    ...unknown.map(line),
+    ...met.map(line)
+  ].join("\n")
+}
+
 export const machine = () => {
   const sh = (cmd: string) => {
     try {

@@ -8,9 +8,10 @@
  * arithmetic is in `core/rateLimit4.ts`; Effect 4 changed Effect 3's: a capped
  * fixed window opens once at `refill × limit`, a limit of 0 is a limit, a token
  * bucket answers `[remaining, elapsedMillis]`). Each call is one atomic step of
- * the limiter's key inside `KvStore.update`, decided on the Effect `Clock`
- * (`TestClock` drives it), on every backend — on PostgreSQL too, unlike the
- * Effect 3 line, whose one SQL statement decides on the database's clock.
+ * the limiter's key. On PostgreSQL it is one SQL statement under the key's
+ * advisory lock, decided on the database's clock, so instances whose clocks
+ * disagree still share one window and never over-admit; on memory it runs inside
+ * `KvStore.update` on the Effect `Clock` (`TestClock` drives it).
  *
  * Each state carries its own end and a TTL, so an idle key disappears from the
  * store once forgetting it makes no difference.

@@ -99,6 +99,13 @@ export interface Statements {
   readonly lockKey: string
   /** $1 key → value, size, live, expires_in (ms, null: never); locks the row if there is one */
   readonly readForUpdate: string
+  /**
+   * $1 key_hash, $2 key: `lockKey`, then `readForUpdate` in the same statement. Its snapshot predates
+   * the lock wait, but `FOR UPDATE` follows a row that the lock's previous holder updated to its latest
+   * version; a row that holder inserted (or deleted and inserted) is not seen: no row back means "read
+   * again" with `readForUpdate`, whose new snapshot sees it
+   */
+  readonly lockAndReadForUpdate: string
   /** $1 key_hash, $2 key, $3 value, $4 ttl ms or null; inside a transaction holding the key's lock */
   readonly upsert: string
   /** $1 key_hash, $2 key, $3 value; keeps the entry's expiry; inside a transaction holding the key's lock */
@@ -330,6 +337,10 @@ export const makeStatements = (options: {
     readForUpdate: `SELECT ${safeValue}, ${live("clock_timestamp()")} AS live, ` +
       `CASE WHEN expires_at IS NULL THEN NULL ELSE ${millisLeft("clock_timestamp()")} END AS expires_in ` +
       `FROM ${t} WHERE key = $1 FOR UPDATE`,
+    // the lock's subquery gates the scan (a one-time filter): the row is read only once the lock is held
+    lockAndReadForUpdate: `WITH ${lockCte} SELECT ${safeValue}, ${live("clock_timestamp()")} AS live, ` +
+      `CASE WHEN expires_at IS NULL THEN NULL ELSE ${millisLeft("clock_timestamp()")} END AS expires_in ` +
+      `FROM ${t} WHERE key = $2::text AND (SELECT count(*) FROM l) = 1 FOR UPDATE`,
     upsert: notifyingWrite(
       undefined,
       `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +

@@ -161,10 +161,11 @@ export const tokenBucketStep = (
 }
 
 /** How long adaptive states outlive their last moment, and the longest learned window or cooldown. */
-const GRACE_MILLIS = 60_000
-const MAX_WINDOW_MILLIS = 60 * 60 * 1_000
+export const GRACE_MILLIS = 60_000
+export const MAX_WINDOW_MILLIS = 60 * 60 * 1_000
 
-const clampWindow = (millis: number): number =>
+/** A `Retry-After` or learned window as `layerStoreMemory` bounds it: at least 1 ms, at most an hour. */
+export const clampWindow = (millis: number): number =>
   Number.isNaN(millis) || millis <= 0 ? 1 : Math.min(millis, MAX_WINDOW_MILLIS)
 
 /** `adaptiveConsume`'s answer; `delayMillis` becomes the `Duration` `delay`. */
@@ -275,4 +276,110 @@ export const adaptiveFeedbackStep = (
     }
   }
   return { answer: undefined, next: cooldown(state.epoch, cooldownUntil) }
+}
+
+/**
+ * One call of the Effect 4 limiter as a store that decides elsewhere (one SQL
+ * statement on the database's clock, `rateLimit4Sql.ts`) receives it.
+ * `adaptiveFeedback` is sent only for a 429 with a `Retry-After`: every other
+ * feedback changes nothing.
+ */
+export type RateLimit4Request =
+  | { readonly kind: "fixedWindow"; readonly tokens: number; readonly refillMillis: number; readonly limit: number | undefined }
+  | {
+    readonly kind: "tokenBucket"
+    readonly tokens: number
+    readonly refillMillis: number
+    readonly limit: number
+    readonly allowOverflow: boolean
+  }
+  | { readonly kind: "adaptiveConsume"; readonly tokens: number; readonly fallbackWindowMillis: number }
+  | { readonly kind: "adaptiveFeedback"; readonly epoch: number; readonly tokens: number; readonly retryAfterMillis: number }
+
+/** What each kind of call answers. */
+export type RateLimit4Answer<R extends RateLimit4Request> = R extends { readonly kind: "fixedWindow" | "tokenBucket" }
+  ? readonly [number, number]
+  : R extends { readonly kind: "adaptiveConsume" } ? AdaptiveConsumeAnswer
+  : void
+
+type AnyState = FixedWindowState | TokenBucketState | AdaptiveState
+
+const parserOf = (kind: RateLimit4Request["kind"]): (text: string) => AnyState | undefined =>
+  kind === "fixedWindow" ? parseFixedWindow : kind === "tokenBucket" ? parseTokenBucket : parseAdaptive
+
+/**
+ * The step of `request` on a stored text (`undefined`: no entry) at `now`, or
+ * `"invalid"` when the text is not the state `request` reads.
+ */
+export const rateLimit4Step = (
+  request: RateLimit4Request,
+  stored: string | undefined,
+  now: number
+): Step<AnyState, unknown> | "invalid" => {
+  const state = stored === undefined ? undefined : parserOf(request.kind)(stored)
+  if (stored !== undefined && state === undefined) return "invalid"
+  switch (request.kind) {
+    case "fixedWindow":
+      return fixedWindowStep(state as FixedWindowState | undefined, now, request)
+    case "tokenBucket":
+      return tokenBucketStep(state as TokenBucketState | undefined, now, request)
+    case "adaptiveConsume":
+      return adaptiveConsumeStep(state as AdaptiveState | undefined, now, request)
+    case "adaptiveFeedback":
+      return adaptiveFeedbackStep(state as AdaptiveState | undefined, now, { ...request, status: 429 })
+  }
+}
+
+/**
+ * The answer of a step that a store ran elsewhere, from the state it kept
+ * (live or already ended: the SQL always writes one), whether the call's
+ * tokens were taken, and its `now`: the numbers the JavaScript step answers.
+ *
+ * - fixed window: the kept window is the one the call saw (refused) or made;
+ *   a refused call answers the count it would reach;
+ * - token bucket: the kept bucket is the refilled one, with the tokens taken
+ *   when admitted;
+ * - adaptive consume: an ended state is "inactive"; a cooldown is waited out;
+ *   learning admits at once; a learned limit delays by the window arithmetic
+ *   of the tokens observed, which the kept state holds.
+ */
+export const rateLimit4AnswerOf = <R extends RateLimit4Request>(
+  request: R,
+  kept: string,
+  admitted: boolean,
+  now: number
+): RateLimit4Answer<R> | undefined => {
+  switch (request.kind) {
+    case "fixedWindow": {
+      const state = parseFixedWindow(kept)
+      if (state === undefined) return undefined
+      return [admitted ? state.count : state.count + request.tokens, state.expiresAt - now] as const as RateLimit4Answer<R>
+    }
+    case "tokenBucket": {
+      const state = parseTokenBucket(kept)
+      if (state === undefined) return undefined
+      return [admitted ? state.tokens : state.tokens - request.tokens, Math.max(0, now - state.lastRefill)] as const as RateLimit4Answer<R>
+    }
+    case "adaptiveConsume": {
+      const state = parseAdaptive(kept)
+      if (state === undefined) return undefined
+      return adaptiveAnswerOf(state, now) as RateLimit4Answer<R>
+    }
+    case "adaptiveFeedback":
+      return parseAdaptive(kept) === undefined ? undefined : (undefined as RateLimit4Answer<R>)
+  }
+  return undefined
+}
+
+const adaptiveAnswerOf = (state: AdaptiveState, now: number): AdaptiveConsumeAnswer => {
+  if (state.expiresAt <= now) return { delayMillis: 0, epoch: 0, phase: "inactive" }
+  if (state.phase === "cooldown") return { delayMillis: state.cooldownUntil - now, epoch: state.epoch, phase: "cooldown" }
+  if (state.phase === "learning") return { delayMillis: 0, epoch: state.epoch, phase: "learning" }
+  // the same arithmetic as adaptiveConsumeStep's, on the state it kept
+  const refillMillis = state.learnedWindowMillis / state.learnedLimit
+  const ttl = state.cooldownUntil - now
+  const elapsed = state.observedTokens * refillMillis - ttl
+  const windowNumber = Math.floor((state.observedTokens - 1) / state.learnedLimit)
+  const remaining = windowNumber * state.learnedWindowMillis - elapsed
+  return { delayMillis: remaining <= 0 ? 0 : remaining, epoch: state.epoch, phase: "learned" }
 }

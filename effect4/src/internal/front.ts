@@ -23,12 +23,14 @@ import { KvError, NotFound } from "../KvStore.js"
 import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "../core/counter.js"
 import { describeKind } from "../core/describe.js"
 import { INVALID_STATE, rateLimitRequestProblem, rateLimitStep } from "../core/rateLimit.js"
+import type { RateLimit4Answer, RateLimit4Request } from "../core/rateLimit4.js"
 import { makeErrors } from "./errors.js"
 import { makeBatchOperations } from "./frontBatches.js"
 import { makeKeyedLock } from "./keyedLock.js"
 import { matchCause } from "./matchCause.js"
 import type { ChangeFeed } from "./watch.js"
 import { makeChangeFeeds } from "./watch.js"
+import { rateLimit4Of } from "./rateLimit4Driver.js"
 import { decodeDuration, formatDuration } from "./ttl.js"
 import { copyBytes, valueProblem } from "../core/value.js"
 
@@ -72,6 +74,16 @@ export const serviceRateLimits = new WeakMap<Service, RateLimit>()
  * `NearCache` looks its store up here.
  */
 export const serviceChanges = new WeakMap<Service, ChangeFeed>()
+
+/** One step of the Effect 4 limiter decided by the driver (see `rateLimit4Driver.ts`). */
+export type RateLimit4 = <R extends RateLimit4Request>(key: string, request: R) => Effect.Effect<RateLimit4Answer<R>, KvError>
+
+/**
+ * The Effect 4 limiter's steps of stores whose driver decides them (PostgreSQL,
+ * on the database's clock) and of their prefixed views; `KvRateLimiter` runs
+ * its steps through `update` on the Effect `Clock` for any other.
+ */
+export const serviceRateLimits4 = new WeakMap<Service, RateLimit4>()
 
 /** `Effect.isEffect` that never throws (it probes the value with `in`, which a Proxy can make throw). */
 const isEffect = (value: unknown): boolean => {
@@ -449,5 +461,15 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
   serviceRedactsKeys.set(service, redactKeys)
   serviceChanges.set(service, feeds.changes)
   serviceRateLimits.set(service, rateLimit)
+  const driverRateLimit4 = rateLimit4Of(driver)
+  if (driverRateLimit4 !== undefined) {
+    serviceRateLimits4.set(service, (key, request) =>
+      Effect.suspend(() => {
+        const bad = checkKey("rateLimit", key)
+        return bad !== undefined
+          ? Effect.fail(bad)
+          : write("rateLimit", key, backend("rateLimit", key, driverRateLimit4(key, request)))
+      }))
+  }
   return service
 }

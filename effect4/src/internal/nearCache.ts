@@ -38,8 +38,9 @@ import { NEAR_CACHE_OPTIONS, optionsProblem } from "../core/options.js"
 import { readEntry } from "../core/iterable.js"
 import type { IterableProblem } from "../core/iterable.js"
 import { copyBytes } from "../core/value.js"
+import type { RateLimit4Request } from "../core/rateLimit4.js"
 import { REDACTED } from "./errors.js"
-import { serviceChanges, serviceRateLimits, serviceRedactsKeys } from "./front.js"
+import { serviceChanges, serviceRateLimits, serviceRateLimits4, serviceRedactsKeys } from "./front.js"
 import { readBatch } from "./readBatch.js"
 import { decodeDuration, formatDuration } from "./ttl.js"
 
@@ -474,6 +475,11 @@ const makeCache = (store: Service, maxEntries: number, maxStaleness: number) => 
   serviceRedactsKeys.set(service, redact)
   const rateLimit = serviceRateLimits.get(store)
   if (rateLimit !== undefined) serviceRateLimits.set(service, (key, request) => writing(key, rateLimit(key, request)))
+  // Effect 4: the limiter's steps the driver decides (PostgreSQL, on the database's clock) stay the store's
+  const rateLimit4 = serviceRateLimits4.get(store)
+  if (rateLimit4 !== undefined) {
+    serviceRateLimits4.set(service, <R extends RateLimit4Request>(key: string, request: R) => writing(key, rateLimit4(key, request)))
+  }
   const changes = serviceChanges.get(store)
   if (changes !== undefined) serviceChanges.set(service, changes)
 

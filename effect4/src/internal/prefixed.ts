@@ -16,7 +16,7 @@ import type { DriverChange } from "../KvDriver.js"
 import type { Service, StreamOptions } from "../KvStore.js"
 import { KvError, NotFound } from "../KvStore.js"
 import { REDACTED } from "./errors.js"
-import { serviceChanges, serviceRateLimits, serviceRedactsKeys } from "./front.js"
+import { serviceChanges, serviceRateLimits, serviceRateLimits4, serviceRedactsKeys } from "./front.js"
 import { readEntry } from "../core/iterable.js"
 import type { IterableProblem } from "../core/iterable.js"
 import { readBatch } from "./readBatch.js"
@@ -241,6 +241,10 @@ const makeView = (base: Service, prefix: string): Service => {
   const rateLimit = serviceRateLimits.get(base)
   if (rateLimit !== undefined) {
     serviceRateLimits.set(view, (key, request) => keyed("rateLimit", key, (full) => rateLimit(full, request)))
+  }
+  const rateLimit4 = serviceRateLimits4.get(base)
+  if (rateLimit4 !== undefined) {
+    serviceRateLimits4.set(view, (key, request) => keyed("rateLimit", key, (full) => rateLimit4(full, request)))
   }
   // the store's shared change feed, with the view's keys only, for NearCache over the view
   const changes = serviceChanges.get(base)

@@ -1,15 +1,13 @@
 /**
  * The `RateLimiterStore` behind the Effect 4 line's `KvRateLimiter`: each call
- * is one step of `core/rateLimit4.ts` (Effect 4's `layerStoreMemory` arithmetic),
- * run inside `Service.update` of the limiter's key, on the Effect `Clock`, on
- * every backend. Under the key's update the steps of one key are atomic across
- * fibers and, on PostgreSQL, across instances (the row lock).
+ * is one step of `core/rateLimit4.ts` (Effect 4's `layerStoreMemory` arithmetic).
  *
- * Why not the database clock, as the Effect 3 line does on PostgreSQL: its one
- * SQL statement transcribes Effect 3's arithmetic; Effect 4's three algorithms
- * would need statements of their own (not written yet). Meanwhile instances
- * decide on their own clocks: ones whose clocks disagree by `d` may answer as if
- * calls came `d` earlier or later.
+ * Where the store's driver decides the steps itself (PostgreSQL: one statement
+ * on the database's clock under the key's advisory lock, `core/rateLimit4Sql.ts`)
+ * each call is that one statement, so instances whose clocks disagree still
+ * share one window and never over-admit. Elsewhere (memory, a store wrapped by
+ * hand) the step runs inside `Service.update` of the limiter's key on the Effect
+ * `Clock`, so `TestClock` drives it; the steps of one key are atomic across fibers.
  */
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -19,6 +17,7 @@ import * as RateLimiter from "effect/persistence/RateLimiter"
 import {
   adaptiveConsumeStep,
   adaptiveFeedbackStep,
+  clampWindow,
   encodeState,
   fixedWindowStep,
   parseAdaptive,
@@ -26,8 +25,9 @@ import {
   parseTokenBucket,
   tokenBucketStep
 } from "../core/rateLimit4.js"
-import type { AdaptiveState, FixedWindowState, Step, TokenBucketState } from "../core/rateLimit4.js"
+import type { AdaptiveState, FixedWindowState, RateLimit4Answer, RateLimit4Request, Step, TokenBucketState } from "../core/rateLimit4.js"
 import type * as KvStore from "../KvStore.js"
+import { serviceRateLimits4 } from "./front.js"
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -137,14 +137,24 @@ export const makeStore = (
   options?: { readonly prefix?: string | undefined }
 ): RateLimiter.RateLimiterStore["Service"] => {
   const prefix = options?.prefix ?? "ratelimit/"
+  const decided = serviceRateLimits4.get(store)
+  /** The store's own step when it has one, else `runStep` on the Effect `Clock`. */
+  const stepOn = <R extends RateLimit4Request, S extends State>(
+    key: string,
+    request: R,
+    inUpdate: StepOf<S, RateLimit4Answer<R>>
+  ): Effect.Effect<RateLimit4Answer<R>, RateLimiter.RateLimiterError> =>
+    decided === undefined
+      ? runStep(store, key, inUpdate)
+      : Effect.mapError(decided(key, request), (error) => storeError(`Rate limiter store failed: ${error.message}`, error))
   return RateLimiter.RateLimiterStore.of({
     fixedWindow: (options) =>
       Effect.gen(function*() {
         const refillMillis = yield* positiveMillis("refill rate", options.refillRate)
         yield* finite("tokens", options.tokens)
         if (options.limit !== undefined) yield* finite("limit", options.limit)
-        const request = { tokens: options.tokens, refillMillis, limit: options.limit }
-        return yield* runStep(store, `${prefix}fixed/${options.key}`, {
+        const request = { kind: "fixedWindow" as const, tokens: options.tokens, refillMillis, limit: options.limit }
+        return yield* stepOn(`${prefix}fixed/${options.key}`, request, {
           parse: parseFixedWindow,
           step: (stored, now) => fixedWindowStep(stored, now, request),
           // with a limit, a window never runs more than `limit × refill` ahead of now
@@ -156,8 +166,14 @@ export const makeStore = (
         const refillMillis = yield* positiveMillis("refill rate", options.refillRate)
         yield* finite("tokens", options.tokens)
         yield* finite("limit", options.limit)
-        const request = { ...options, refillMillis }
-        return yield* runStep(store, `${prefix}bucket/${options.key}`, {
+        const request = {
+          kind: "tokenBucket" as const,
+          tokens: options.tokens,
+          refillMillis,
+          limit: options.limit,
+          allowOverflow: options.allowOverflow
+        }
+        return yield* stepOn(`${prefix}bucket/${options.key}`, request, {
           parse: parseTokenBucket,
           step: (stored, now) => tokenBucketStep(stored, now, request),
           // without overflow (and taking tokens) a bucket is full again within `ceil(limit) × refill`
@@ -168,9 +184,10 @@ export const makeStore = (
       Effect.gen(function*() {
         const fallbackWindowMillis = yield* positiveMillis("fallback window", options.fallbackWindow)
         yield* finite("tokens", options.tokens)
-        const answer = yield* runStep(store, `${prefix}adaptive/${options.key}`, {
+        const request = { kind: "adaptiveConsume" as const, tokens: options.tokens, fallbackWindowMillis }
+        const answer = yield* stepOn(`${prefix}adaptive/${options.key}`, request, {
           parse: parseAdaptive,
-          step: (stored, now) => adaptiveConsumeStep(stored, now, { tokens: options.tokens, fallbackWindowMillis }),
+          step: (stored, now) => adaptiveConsumeStep(stored, now, request),
           bound: undefined
         })
         return { delay: Duration.millis(answer.delayMillis), epoch: answer.epoch, phase: answer.phase }
@@ -181,10 +198,16 @@ export const makeStore = (
         const retryAfterMillis = options.retryAfter === undefined ? undefined : Duration.toMillis(options.retryAfter)
         // only a 429 with a Retry-After changes anything: the others cost no I/O
         if (options.status !== 429 || retryAfterMillis === undefined) return
-        yield* runStep(store, `${prefix}adaptive/${options.key}`, {
+        const request = {
+          kind: "adaptiveFeedback" as const,
+          epoch: options.epoch,
+          tokens: options.tokens,
+          // clamped here: the statement takes it as the step would use it
+          retryAfterMillis: clampWindow(retryAfterMillis)
+        }
+        yield* stepOn(`${prefix}adaptive/${options.key}`, request, {
           parse: parseAdaptive,
-          step: (stored, now) =>
-            adaptiveFeedbackStep(stored, now, { epoch: options.epoch, tokens: options.tokens, status: options.status, retryAfterMillis }),
+          step: (stored, now) => adaptiveFeedbackStep(stored, now, { ...request, status: 429 }),
           bound: undefined
         })
       })

@@ -15,6 +15,10 @@ import { DriverError } from "../../KvStore.js"
 import { NOT_A_COUNTER, parseCounter } from "../../core/counter.js"
 import { keyHash } from "../../core/hash.js"
 import { INVALID_STATE, rateLimitAnswerOf } from "../../core/rateLimit.js"
+import { rateLimit4AnswerOf } from "../../core/rateLimit4.js"
+import type { RateLimit4Answer, RateLimit4Request } from "../../core/rateLimit4.js"
+import type { RateLimit4Statements } from "../../core/rateLimit4Sql.js"
+import type { RateLimit4Driver } from "../rateLimit4Driver.js"
 import { markFinal } from "../finalPage.js"
 import { makeKeyedLock } from "../keyedLock.js"
 import { makeCoalescer, RETRY } from "./coalesce.js"
@@ -251,8 +255,9 @@ type Sql<A> = Effect.Effect<A, SqlError | DriverError | CommitFailure>
 export const makeDriver = (
   sql: SqlClient.SqlClient,
   statements: Statements,
+  rateLimit4Statements: RateLimit4Statements,
   changes?: Effect.Effect<Stream.Stream<DriverChange>, DriverError, Scope.Scope>
-): Driver => {
+): Driver & RateLimit4Driver => {
   const { inTransaction, liveTransaction, onPool, run, withTransaction } = makeConnections(sql)
   const readAgain = readAgainIfLost(poolSize(sql))
   /** A read as the caller's answer: run again past dead connections, then its failure as `DriverError`. */
@@ -422,17 +427,23 @@ export const makeDriver = (
   }
 
   /**
-   * Atomic read-modify-write: the key's advisory lock, then (a new statement,
-   * with a fresh snapshot that sees what the previous holder committed) the row
-   * `FOR UPDATE`, `f`, the write, and COMMIT. Inside a caller's transaction it
-   * joins it through a savepoint, and the key stays locked until that ends.
+   * Atomic read-modify-write: the key's advisory lock and the row `FOR UPDATE`
+   * in one statement, `f`, the write, and COMMIT — four round trips with BEGIN,
+   * as the Effect 3 line's (which joins BEGIN and the lock instead; this client
+   * has no simple-query protocol). That statement's snapshot predates its lock
+   * wait: `FOR UPDATE` follows a row the previous holder updated to its latest
+   * version, but a row it inserted is not seen, so no row back is read again by
+   * a new statement (a fifth round trip, for keys that were missing). Inside a
+   * caller's transaction it joins it through a savepoint, and the key stays
+   * locked until that ends.
    */
   const modify: Driver["modify"] = <A, E, R>(
     key: string,
     f: (current: Option.Option<Entry>) => Effect.Effect<readonly [A, Write], E, R>
   ) => {
     const hash = hashOf(key)
-    const body = run(statements.readForUpdate, [key]).pipe(
+    const body = run(statements.lockAndReadForUpdate, [hash, key]).pipe(
+      Effect.flatMap((rows) => rows.length > 0 ? Effect.succeed(rows) : run(statements.readForUpdate, [key])),
       Effect.flatMap((rows) => {
         const row = rows[0]
         if (row === undefined || row["live"] !== true) return Effect.succeed(Option.none<Entry>())
@@ -444,9 +455,7 @@ export const makeDriver = (
     )
     return backend(
       Effect.flatMap(liveTransaction, (transaction): Effect.Effect<A, E | SqlError | DriverError | CommitFailure, R> =>
-        Option.isNone(transaction)
-          ? ownTransaction([statements.lockKey, [hash]], body)
-          : withTransaction(Effect.andThen(run(statements.lockKey, [hash]), body)))
+        Option.isNone(transaction) ? ownTransaction(undefined, body) : withTransaction(body))
     ) as Effect.Effect<A, E | DriverError, R>
   }
 
@@ -679,6 +688,32 @@ export const makeDriver = (
     })
   }
 
+  /**
+   * Effect 4's limiter step: one statement on the database's clock under the key's lock
+   * (see `core/rateLimit4Sql.ts`), the answer read back from the state it kept.
+   */
+  const rateLimit4 = <R extends RateLimit4Request>(key: string, request: R) => {
+    const params = request.kind === "fixedWindow"
+      ? [request.tokens, request.refillMillis, request.limit ?? null]
+      : request.kind === "tokenBucket"
+      ? [request.tokens, request.refillMillis, request.limit, request.allowOverflow]
+      : request.kind === "adaptiveConsume"
+      ? [request.tokens, request.fallbackWindowMillis]
+      : [request.epoch, request.tokens, request.retryAfterMillis]
+    return Effect.flatMap(
+      backend(run(rateLimit4Statements[request.kind], [hashOf(key), key, ...params])),
+      (rows): Effect.Effect<RateLimit4Answer<R>, DriverError> => {
+        const row = rows[0]
+        if (row === undefined) return Effect.fail(new DriverError({ reason: "InvalidArgument", message: INVALID_STATE }))
+        const kept = String(row["kept"])
+        const answer = rateLimit4AnswerOf(request, kept, row["admitted"] === true, Number(row["now"]))
+        return answer === undefined && request.kind !== "adaptiveFeedback"
+          ? Effect.fail(new DriverError({ reason: "Backend", message: `the rate limiter step kept ${kept}` }))
+          : Effect.succeed(answer as RateLimit4Answer<R>)
+      }
+    )
+  }
+
   return {
     name: "PostgreSQL",
     get,
@@ -707,6 +742,7 @@ export const makeDriver = (
     keysPage,
     entriesPage,
     rateLimit,
+    rateLimit4,
     ...(changes === undefined ? {} : { changes })
   }
 }

@@ -139,6 +139,7 @@ import { makeConnections } from "./connection.js"
 import { makeDriver } from "./driver.js"
 import type { Row } from "./connection.js"
 import { identifierProblem, makeStatements } from "../../core/postgresSql.js"
+import { makeRateLimit4Statements } from "../../core/rateLimit4Sql.js"
 import { checkTable } from "./tableCheck.js"
 import type { Statements } from "../../core/postgresSql.js"
 
@@ -216,7 +217,7 @@ export const make = (
       yield* Effect.addFinalizer(() => feed.close)
       changes = feed.changes
     }
-    return yield* KvStore.make(makeDriver(sql, statements, changes), {
+    return yield* KvStore.make(makeDriver(sql, statements, makeRateLimit4Statements(statements.qualifiedTable), changes), {
       cleanupInterval: options.cleanupInterval,
       redactKeys: options.redactKeys
     })
