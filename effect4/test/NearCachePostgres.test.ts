@@ -21,6 +21,7 @@ import * as KvStore from "../src/KvStore.js"
 import * as NearCache from "../src/NearCache.js"
 import * as PostgresStore from "../src/PostgresStore.js"
 import { notifyChannel } from "../src/core/postgresSql.js"
+import { serviceRateLimits4 } from "../src/internal/front.js"
 
 const run = randomUUID().slice(0, 8)
 const table = `kv4_nearcache_${run}`
@@ -102,6 +103,14 @@ describe("NearCache on PostgreSQL, two instances", () => {
         }
       }
     }).pipe(Effect.scoped), 60_000)
+
+  it.effect("Effect 4: the limiter's step the PostgreSQL driver decides stays the store's behind a near cache", () =>
+    Effect.gen(function*() {
+      const plain = yield* instance("limit-plain", { cache: false })
+      const cached = yield* instance("limit-cached")
+      assert.isDefined(serviceRateLimits4.get(plain.store), "a PostgresStore's own step")
+      assert.isDefined(serviceRateLimits4.get(cached.store), "kept by the near cache")
+    }))
 
   it.effect("a PostgresStore without notifications (notifyChanges: false) is refused: a near cache needs a feed", () =>
     Effect.gen(function*() {

@@ -231,7 +231,8 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
   /**
    * Removes expired entries in slices, yielding between them, so a huge map
    * does not stall the process: each slice pops the due keys from the expiry
-   * index, so a sweep visits only expired entries. Entries are deleted in
+   * index, so a sweep visits only expired entries, then moves on a compaction
+   * of the index under way (see `core/expiryIndex.ts`) in the same slices. Entries are deleted in
    * place, so writes made while a sweep is suspended are kept (a key rewritten
    * meanwhile has a new expiry, and its old node is stale).
    */
@@ -244,7 +245,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
         const started = performance.now()
         for (let i = 1;; i++) {
           const key = expiry.popDue(now)
-          if (key === undefined) return true
+          if (key === undefined) break
           // popped: the index no longer counts its node, so no `remove` (which would invalidate it again)
           map.delete(key)
           index.maintained?.remove(key)
@@ -252,6 +253,11 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
           removed++
           if (i % SWEEP_CHECK_EVERY === 0 && performance.now() - started >= SWEEP_SLICE_MILLIS) return false
         }
+        // then the rest of a compaction of the index under way (writes move only a few nodes each)
+        while (!expiry.compactSome(SWEEP_CHECK_EVERY)) {
+          if (performance.now() - started >= SWEEP_SLICE_MILLIS) return false
+        }
+        return true
       })
       const loop: Effect.Effect<number> = Effect.flatMap(
         sweepSlice,
