@@ -222,12 +222,17 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
           if (notification.channel === channel && notification.payload !== "") onKey(notification.payload)
         }
       }))
+      let ending = false
       yield* reading.pipe(
-        Effect.catchCause((cause) =>
-          Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.asVoid(Deferred.succeed(dead, undefined))
-        ),
+        // any end but the scope's is a loss: a failed queue (the connection died) or one the client closed
+        // under us (its interruption)
+        Effect.catchCause(() => ending ? Effect.void : Effect.asVoid(Deferred.succeed(dead, undefined))),
         Effect.forkIn(scope)
       )
+      // added after the reader's fork, so it runs first: the scope's own end is not a loss
+      yield* Scope.addFinalizer(scope, Effect.sync(() => {
+        ending = true
+      }))
       return dead
     })
 
