@@ -83,8 +83,8 @@ export const runNearCache = async (postgresUrl?: string): Promise<Array<Row>> =>
   if (postgresUrl !== undefined) {
     const table = `bench_nearcache_${process.pid}`
     const client = PgClient.layer({ url: Redacted.make(postgresUrl) })
-    const postgres = await buildService(PostgresStore.layer({ table }).pipe(Layer.provide(client)), KvStore)
-    const near = await buildService(NearCache.layer().pipe(Layer.provide(PostgresStore.layer({ table })), Layer.provide(client)), KvStore)
+    const postgres = await buildService(PostgresStore.layer({ table, notifyChanges: true }).pipe(Layer.provide(client)), KvStore)
+    const near = await buildService(NearCache.layer().pipe(Layer.provide(PostgresStore.layer({ table, notifyChanges: true })), Layer.provide(client)), KvStore)
     try {
       await fill(near.service, value)
       const few = keys.slice(0, 200)

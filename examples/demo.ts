@@ -20,13 +20,14 @@ import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
-import { KvStore, MemoryStore, PostgresStore } from "effect-kv"
+import { KvStore, MemoryStore, NearCache, PostgresStore } from "effect-kv"
 import * as ConfigReload from "./configReload.js"
 import * as Counter from "./counter.js"
 import * as FeatureFlags from "./featureFlags.js"
 import * as HttpRateLimit from "./httpRateLimit.js"
 import * as HttpServiceTour from "./httpServiceTour.js"
 import * as KeyValueStoreExample from "./keyValueStore.js"
+import * as NearCacheFlags from "./nearCacheFlags.js"
 import * as PersistedCacheExample from "./persistedCache.js"
 import * as RateLimiter from "./rateLimiter.js"
 import * as SessionStore from "./sessionStore.js"
@@ -107,6 +108,15 @@ const examples = [
       (r.refused !== 1 || r.afterBrokenWrite.greeting !== "bonjour") && "a broken config was not refused",
       r.afterDelete.greeting !== "hello" && "a deleted config did not fall back to the defaults"
     ]),
+  example("near cache (NearCache)", (prefix) =>
+    Effect.scoped(Effect.gen(function*() {
+      const store = yield* KvStore.KvStore
+      const near = yield* NearCache.make(store)
+      return yield* NearCacheFlags.program(store, near, `${prefix}new-checkout`)
+    })), (r) => [
+    r.beforeFlip !== "old checkout" && `before the flip requests saw "${r.beforeFlip}"`,
+    r.afterFlip !== "new checkout" && `after the flip requests saw "${r.afterFlip}"`
+  ]),
   example("PersistedCache (KvPersistence)", PersistedCacheExample.program, (r) => [
     r.lookupsAfterFirst !== 1 && `the first get ran ${r.lookupsAfterFirst} lookups`,
     r.lookupsAfterRestart !== 1 && "a fresh cache did not find the stored result",
@@ -176,7 +186,7 @@ const postgresStore = Layer.unwrapScoped(
       })`
     )
     // Built after the server is acquired, so the pool is closed before the server stops.
-    return PostgresStore.layer().pipe(Layer.provide(PgClient.layer({ url: Redacted.make(server.url) })))
+    return PostgresStore.layer({ notifyChanges: true }).pipe(Layer.provide(PgClient.layer({ url: Redacted.make(server.url) })))
   })
 )
 

@@ -191,6 +191,16 @@ export interface Driver {
    * (`InvalidArgument`).
    */
   readonly changes?: Effect.Effect<Stream.Stream<DriverChange>, DriverError, Scope.Scope> | undefined
+  /**
+   * For a feed that reports changes after the write returns (over a network):
+   * makes every open subscription report `Synced(token)` once it has reported
+   * every change acknowledged before this call. A watcher joining a feed that
+   * is already open waits for its token, so a notification of an earlier
+   * write never reaches it as a change made after it started. Without it the
+   * front takes the feed as reporting each change before the write returns
+   * (an in-process feed).
+   */
+  readonly syncChanges?: ((token: string) => Effect.Effect<void, DriverError>) | undefined
 }
 
 /**
@@ -198,7 +208,8 @@ export interface Driver {
  * or expired (by any process sharing the backend), read it for the value;
  * `Lost` — the feed may miss changes from now on (e.g. its connection died);
  * `Resumed` — the feed is live again, and any key may have changed between
- * `Lost` and now.
+ * `Lost` and now; `Synced` — every change acknowledged before the
+ * `syncChanges(token)` call has been reported.
  *
  * @since 0.1.0
  * @category drivers
@@ -207,6 +218,7 @@ export type DriverChange =
   | { readonly _tag: "Changed"; readonly key: string }
   | { readonly _tag: "Lost" }
   | { readonly _tag: "Resumed" }
+  | { readonly _tag: "Synced"; readonly token: string }
 
 /**
  * One call of a rate limiter (`KvRateLimiter`) as a driver's `rateLimit` receives it.

@@ -18,7 +18,7 @@ conformance("NearCache over MemoryStore", NearCache.layer().pipe(Layer.provide(M
 conformance(
   "NearCache over PostgresStore",
   NearCache.layer().pipe(
-    Layer.provide(PostgresStore.layer({ table: `kv_nearcache_conformance_${randomUUID().slice(0, 8)}` })),
+    Layer.provide(PostgresStore.layer({ table: `kv_nearcache_conformance_${randomUUID().slice(0, 8)}`, notifyChanges: true })),
     Layer.provide(PgClient.layer({ url: Redacted.make(inject("databaseUrl")), applicationName: "effect-kv-nearcache" }))
   ),
   { databaseClock: true }

@@ -32,7 +32,7 @@ const pool = (applicationName: string) => PgClient.layer({ url: Redacted.make(in
 /** An app instance: its own pool, its store, and (unless `cache` is false) a near cache over it. */
 const instance = (name: string, options: { readonly cache?: NearCache.Options | false; readonly store?: PostgresStore.Options } = {}) => {
   const applicationName = `effect-kv-nearcache-${name}-${run}`
-  const store = PostgresStore.layer({ table, ...options.store })
+  const store = PostgresStore.layer({ table, notifyChanges: true, ...options.store })
   const layer = options.cache === false ? store : NearCache.layer(options.cache).pipe(Layer.provide(store))
   return Effect.map(
     Layer.build(layer.pipe(Layer.provideMerge(pool(applicationName)))),

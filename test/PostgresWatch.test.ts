@@ -21,7 +21,7 @@ import { randomUUID } from "node:crypto"
 import { inject } from "vitest"
 import * as KvStore from "../src/KvStore.js"
 import { MAX_KEY_BYTES } from "../src/core/key.js"
-import { NOTIFY_PAYLOAD_BYTES, notifyChannel } from "../src/core/postgresSql.js"
+import { NOTIFY_PAYLOAD_BYTES, notifyChannel, syncChannel } from "../src/core/postgresSql.js"
 import { sleepReal, within } from "../src/internal/conformanceHelpers.js"
 import * as PostgresStore from "../src/PostgresStore.js"
 
@@ -63,10 +63,10 @@ const admin = Effect.acquireRelease(
 const query = (client: pg.Client, text: string, params: ReadonlyArray<unknown> = []) =>
   Effect.promise(() => client.query(text, params as Array<unknown>).then((result) => result.rows as Array<Record<string, unknown>>))
 
-/** The backends listening on `table`'s channel (the last statement of a LISTEN connection is its LISTEN). */
+/** The backends listening on `table`'s channels (the last statement of a LISTEN connection is its LISTEN). */
 const listeners = (client: pg.Client, table: string) =>
   query(client, `SELECT pid, application_name FROM pg_stat_activity WHERE query = $1`, [
-    `LISTEN "${notifyChannel("public", table)}"`
+    `LISTEN "${notifyChannel("public", table)}"; LISTEN "${syncChannel("public", table)}"`
   ])
 
 /** Waits (real time, bounded) until `check` holds. */
@@ -222,6 +222,32 @@ describe("PostgresStore change feed", () => {
       const many = Array.from({ length: 200 }, (_, i) => `p/c/${i}`)
       const coalesced = yield* heard(Effect.forEach(many, (key) => a.set(key, bytes("c")), { concurrency: 50 }))
       assert.deepStrictEqual(new Set(coalesced), new Set(many))
+    }))
+
+  it.scopedLive("a watcher joining an open feed hears no notification of a write made before it started", () =>
+    Effect.gen(function*() {
+      const table = freshTable()
+      const a = yield* instance({ table, notifyChanges: true }, "watch-sync-a")
+      // another watcher keeps the feed open, so notifications of earlier writes are still on their way
+      yield* collect(a.watch("other"))
+      for (let round = 0; round < 20; round++) {
+        yield* a.set(`k${round}`, bytes("v1"))
+        yield* a.set(`p${round}:before`, bytes("x"))
+        const watcher = yield* collect(a.watch(`k${round}`))
+        const prefix = yield* collect(a.watchPrefix(`p${round}:`))
+        assert.strictEqual(show(yield* watcher.next), "v1")
+        yield* a.set(`k${round}`, bytes("v2"))
+        // without the sync marker the earlier write's notification came first: "v1" again
+        assert.strictEqual(show(yield* watcher.next), "v2")
+        // the prefix watcher starts in the background: write after it until it hears something
+        let heard: Array<KvStore.Change> = []
+        while (heard.length === 0) {
+          yield* a.set(`p${round}:after`, bytes("y"))
+          yield* sleepReal(20)
+          heard = (yield* prefix.taken).flatMap((exit) => Exit.isSuccess(exit) ? [exit.value] : [])
+        }
+        assert.deepStrictEqual(heard.map((change) => change.key), [`p${round}:after`])
+      }
     }))
 
   it.scopedLive("1,000 watchers of a store share one LISTEN connection", () =>

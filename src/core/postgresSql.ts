@@ -55,10 +55,19 @@ export const NOTIFY_PAYLOAD_BYTES = 7999
  * channel), a shortened name with a hash of the whole, so two tables never share one.
  * Only lowercase letters, digits, `_` and `.`: safe as a literal and, quoted, as an identifier.
  */
-export const notifyChannel = (schema: string, table: string): string => {
-  const full = `effect_kv.${schema}.${table}`
+export const notifyChannel = (schema: string, table: string): string => channelName("effect_kv", schema, table)
+
+/**
+ * The channel of the table's sync markers (`Driver.syncChanges`), listened to on
+ * the same connection as `notifyChannel`, so a marker arrives after every change
+ * that committed before it; a channel of its own, as a key may be any text.
+ */
+export const syncChannel = (schema: string, table: string): string => channelName("effect_kv_sync", schema, table)
+
+const channelName = (head: string, schema: string, table: string): string => {
+  const full = `${head}.${schema}.${table}`
   if (full.length <= 63) return full
-  return `effect_kv.${`${schema}.${table}`.slice(0, 32)}.${BigInt.asUintN(64, keyHash(full)).toString(36)}`
+  return `${head}.${`${schema}.${table}`.slice(0, 32)}.${BigInt.asUintN(64, keyHash(full)).toString(36)}`
 }
 
 export interface Statements {

@@ -118,6 +118,8 @@ const sleepReal = (millis: number): Effect.Effect<void> =>
 const quoteIdentifier = (name: string): string => `"${name.replaceAll("\"", "\"\"")}"`
 
 /** Changes waiting for the consumer: distinct keys between markers, bounded (see `MAX_PENDING_KEYS`). */
+type Pending = ReturnType<typeof makePending>
+
 const makePending = () => {
   let events: Array<DriverChange> = []
   let keys = new Set<string>()
@@ -158,6 +160,12 @@ const makePending = () => {
     resumed: (): void => {
       connected = true
       events.push({ _tag: "Resumed" })
+      wake()
+    },
+    /** A sync marker: after it, a key already waiting is told again (its listener may start at the marker). */
+    synced: (token: string): void => {
+      events.push({ _tag: "Synced", token })
+      keys = new Set()
       wake()
     },
     /** The stream ends (after what is waiting): the store was closed. */
@@ -204,6 +212,8 @@ export interface ChangeFeedOptions {
   readonly sql: SqlClient.SqlClient
   /** The table's channel (`notifyChannel` in core/postgresSql.ts). */
   readonly channel: string
+  /** Its sync markers' channel (`syncChannel`). */
+  readonly syncChannel: string
   /** `Statements.expiredSince`. */
   readonly expiredSince: string
   /** Runs a statement on a pooled connection, outside any transaction (`Connections.onPool`). */
@@ -228,12 +238,14 @@ export const changeFeedProblem = (sql: SqlClient.SqlClient): string | undefined 
  */
 export const makeChangeFeed = (options: ChangeFeedOptions): {
   readonly changes: Effect.Effect<Stream.Stream<DriverChange>, DriverError, Scope.Scope>
+  readonly sync: (token: string) => Effect.Effect<void, DriverError>
   readonly close: Effect.Effect<void>
 } => {
-  const { channel, expiredSince, onPool, sql } = options
+  const { channel, expiredSince, onPool, sql, syncChannel } = options
   const config = (sql as unknown as { readonly config: PgConfig }).config
   const settings = clientSettings(config)
-  const listen = `LISTEN ${quoteIdentifier(channel)}`
+  // one simple-protocol round trip; both on one connection, so a marker follows every change committed before it
+  const listen = `LISTEN ${quoteIdentifier(channel)}; LISTEN ${quoteIdentifier(syncChannel)}`
   let clientClass: ClientClass | undefined
   let closed = false
   const subscriptions = new Set<Scope.CloseableScope>()
@@ -243,7 +255,7 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
    * succeeds; `dead` completes when it is lost. Closing the scope ends it
    * without that counting as a loss.
    */
-  const connectIn = (scope: Scope.Scope, Client: ClientClass, onKey: (key: string) => void) =>
+  const connectIn = (scope: Scope.Scope, Client: ClientClass, pending: Pending) =>
     Effect.flatMap(Deferred.make<void>(), (dead) => {
       const client = new Client(settings)
       let ending = false
@@ -252,9 +264,9 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
       }
       client.on("notification", (message) => {
         // an empty payload is not a key (effect-kv never sends one); `listen` of sql-pg drops them too
-        if (message.channel === channel && typeof message.payload === "string" && message.payload !== "") {
-          onKey(message.payload)
-        }
+        if (typeof message.payload !== "string" || message.payload === "") return
+        if (message.channel === channel) pending.changed(message.payload)
+        else if (message.channel === syncChannel) pending.synced(message.payload)
       })
       client.on("error", lost)
       client.on("end", lost)
@@ -287,7 +299,7 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
     const pending = makePending()
     const started = yield* Effect.gen(function*() {
       let session = yield* Scope.fork(subscription, ExecutionStrategy.sequential)
-      let dead = yield* connectIn(session, Client, pending.changed)
+      let dead = yield* connectIn(session, Client, pending)
       // where expiry polling starts: the database's now(), read after LISTEN, so nothing falls in between
       const first = yield* backendRead(onPool(expiredSince, [null]))
       let last: unknown = first[0]?.["at"] ?? null
@@ -301,7 +313,7 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
           let wait = BACKOFF_FIRST_MILLIS
           while (true) {
             session = yield* Scope.fork(subscription, ExecutionStrategy.sequential)
-            const attempt = yield* Effect.either(connectIn(session, Client, pending.changed))
+            const attempt = yield* Effect.either(connectIn(session, Client, pending))
             if (attempt._tag === "Right") {
               dead = attempt.right
               break
@@ -341,12 +353,19 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
     return Stream.repeatEffectChunkOption(pending.take)
   })
 
+  /** `Driver.syncChanges`: the marker goes out on a pooled connection, after the caller's acknowledged writes. */
+  const sync = (token: string): Effect.Effect<void, DriverError> =>
+    onPool("SELECT pg_notify($1, $2)", [syncChannel, token]).pipe(
+      Effect.mapError((error) => feedError("could not sync with the change feed", error)),
+      Effect.asVoid
+    )
+
   const close = Effect.suspend(() => {
     closed = true
     return Effect.forEach(Array.from(subscriptions), (scope) => Scope.close(scope, Exit.void), { discard: true })
   })
 
-  return { changes, close }
+  return { changes, sync, close }
 }
 
 const backendRead = <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, DriverError> =>
