@@ -65,7 +65,7 @@ const instance = (url: string, name: string) =>
   Effect.map(
     Layer.build(
       NearCache.layer().pipe(
-        Layer.provide(PostgresStore.layer({ table: "feature_flags" })),
+        Layer.provide(PostgresStore.layer({ table: "feature_flags", notifyChanges: true })),
         Layer.provide(PgClient.layer({ url: Redacted.make(url), applicationName: name }))
       )
     ),

@@ -15,6 +15,7 @@
  */
 import * as Arr from "effect/Array"
 import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
@@ -128,11 +129,54 @@ export const makeChangeFeeds = (driver: Driver, errors: Errors) => {
         })
       ))
 
+  /** This process's part of a sync token (another instance's tokens reach the feed too). */
+  const tokenBase = `${Date.now().toString(36)}.${Math.random().toString(36).slice(2)}.`
+  let tokens = 0
+
+  /**
+   * Adds `listener` for the scope's lifetime (see `join`), live once the feed
+   * has reported every change acknowledged before: on a driver with
+   * `syncChanges` the listener hears nothing until its own `Synced` token (or
+   * a `Resumed`, after which it cannot know less anyway), so a notification of
+   * a write made before it started never reaches it as a later change.
+   */
+  const listen = (
+    op: string,
+    key: string | undefined,
+    changes: NonNullable<Driver["changes"]>,
+    listener: Listener
+  ): Effect.Effect<void, KvError, Scope.Scope> => {
+    const sync = driver.syncChanges
+    if (sync === undefined) return join(op, key, changes, listener)
+    return Effect.gen(function*() {
+      const token = `${tokenBase}${++tokens}`
+      const synced = yield* Deferred.make<void>()
+      let live = false
+      const goLive = () => {
+        live = true
+        Deferred.doneUnsafe(synced, Exit.void)
+      }
+      yield* join(op, key, changes, {
+        key: listener.key,
+        change: (change) => {
+          if (live) listener.change(change)
+          else if (change._tag === "Synced" ? change.token === token : change._tag === "Resumed") goLive()
+        },
+        fail: (cause) => {
+          goLive()
+          listener.fail(cause)
+        }
+      })
+      yield* Effect.catchCause(sync(token), fromDriverCause(op, key))
+      yield* Deferred.await(synced)
+    })
+  }
+
   /**
    * Adds `listener` for the scope's lifetime, opening the driver
    * subscription for the first one; the last one to leave closes it.
    */
-  const listen = (
+  const join = (
     op: string,
     key: string | undefined,
     changes: NonNullable<Driver["changes"]>,

@@ -160,6 +160,15 @@ export interface ChangeFeedOptions {
   readonly sql: SqlClient.SqlClient
   /** The table's channel (`notifyChannel` in core/postgresSql.ts). */
   readonly channel: string
+  /**
+   * Its sync markers' channel (`syncChannel`), unused on Effect 4 for now: a
+   * marker must be heard in order with the changes, on the same connection,
+   * and `@effect/sql-pg` 4's `listen` gives each channel a queue of its own
+   * (their relative order is lost). Without `syncChanges` the front takes the
+   * feed as in-process: a watcher joining an open feed may hear a write made
+   * just before it started.
+   */
+  readonly syncChannel: string
   /** `Statements.expiredSince`. */
   readonly expiredSince: string
   /** Runs a statement on a pooled connection, outside any transaction (`Connections.onPool`). */
@@ -189,6 +198,8 @@ export const changeFeedProblem = (sql: SqlClient.SqlClient): string | undefined 
  */
 export const makeChangeFeed = (options: ChangeFeedOptions): {
   readonly changes: Effect.Effect<Stream.Stream<DriverChange>, DriverError, Scope.Scope>
+  /** `Driver.syncChanges`: none yet on Effect 4 (see `ChangeFeedOptions.syncChannel`). */
+  readonly sync: undefined
   readonly close: Effect.Effect<void>
 } => {
   const { channel, expiredSince, onPool, sql } = options
@@ -303,7 +314,7 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
     return Effect.forEach(Array.from(subscriptions), (scope) => Scope.close(scope, Exit.void), { discard: true })
   })
 
-  return { changes, close }
+  return { changes, sync: undefined, close }
 }
 
 const backendRead = <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, DriverError> =>

@@ -8,9 +8,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import type * as Scope from "effect/Scope"
-import type * as Stream from "effect/Stream"
-import type { Driver, DriverChange, Entry, RateLimitRequest, Write } from "../../KvDriver.js"
+import type { Driver, Entry, RateLimitRequest, Write } from "../../KvDriver.js"
 import { DriverError } from "../../KvStore.js"
 import { NOT_A_COUNTER, parseCounter } from "../../core/counter.js"
 import { keyHash } from "../../core/hash.js"
@@ -249,14 +247,14 @@ const ttlParam = (ttl: number | undefined): number | null => ttl ?? null
 type Sql<A> = Effect.Effect<A, SqlError | DriverError | CommitFailure>
 
 /**
- * The driver on `statements`' table. `changes`: the table's change feed (see
+ * The driver on `statements`' table. `feed`: the table's change feed (see
  * `changes.ts`), when the store notifies and can listen.
  */
 export const makeDriver = (
   sql: SqlClient.SqlClient,
   statements: Statements,
   rateLimit4Statements: RateLimit4Statements,
-  changes?: Effect.Effect<Stream.Stream<DriverChange>, DriverError, Scope.Scope>
+  feed?: Pick<Driver, "changes" | "syncChanges">
 ): Driver & RateLimit4Driver => {
   const { inTransaction, liveTransaction, onPool, run, withTransaction } = makeConnections(sql)
   const readAgain = readAgainIfLost(poolSize(sql))
@@ -743,6 +741,7 @@ export const makeDriver = (
     entriesPage,
     rateLimit,
     rateLimit4,
-    ...(changes === undefined ? {} : { changes })
+    changes: feed?.changes,
+    syncChanges: feed?.syncChanges
   }
 }

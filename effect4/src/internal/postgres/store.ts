@@ -138,7 +138,7 @@ import { changeFeedProblem, makeChangeFeed } from "./changes.js"
 import { makeConnections } from "./connection.js"
 import { makeDriver } from "./driver.js"
 import type { Row } from "./connection.js"
-import { identifierProblem, makeStatements } from "../../core/postgresSql.js"
+import { identifierProblem, makeStatements, syncChannel } from "../../core/postgresSql.js"
 import { makeRateLimit4Statements } from "../../core/rateLimit4Sql.js"
 import { checkTable } from "./tableCheck.js"
 import type { Statements } from "../../core/postgresSql.js"
@@ -202,22 +202,23 @@ export const make = (
       ? "this PostgresStore does not notify its changes (notifyChanges: false, the default); build it with " +
         "notifyChanges: true (on every instance that writes the table) to watch"
       : changeFeedProblem(sql)
-    let changes: NonNullable<Driver["changes"]>
+    let feed: Pick<Driver, "changes" | "syncChanges">
     if (statements.channel === undefined || noFeed !== undefined) {
       // refuses watchers saying why: the front's own refusal (no `changes` at all) could not name the option
-      changes = Effect.fail(new DriverError({ reason: "InvalidArgument", message: noFeed ?? "no change feed" }))
+      feed = { changes: Effect.fail(new DriverError({ reason: "InvalidArgument", message: noFeed ?? "no change feed" })) }
     } else {
-      const feed = makeChangeFeed({
+      const made = makeChangeFeed({
         sql,
         channel: statements.channel,
+        syncChannel: syncChannel(schema, table),
         expiredSince: statements.expiredSince,
         onPool: makeConnections(sql).onPool
       })
       // added before the front's own finalizers, so it runs after them: the LISTEN connections end last
-      yield* Effect.addFinalizer(() => feed.close)
-      changes = feed.changes
+      yield* Effect.addFinalizer(() => made.close)
+      feed = { changes: made.changes, syncChanges: made.sync }
     }
-    return yield* KvStore.make(makeDriver(sql, statements, makeRateLimit4Statements(statements.qualifiedTable), changes), {
+    return yield* KvStore.make(makeDriver(sql, statements, makeRateLimit4Statements(statements.qualifiedTable), feed), {
       cleanupInterval: options.cleanupInterval,
       redactKeys: options.redactKeys
     })
