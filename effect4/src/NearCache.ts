@@ -17,7 +17,7 @@
  * @example
  * import { KvStore, NearCache, PostgresStore } from "effect-kv"
  *
- * const store = NearCache.layer({ maxEntries: 1_000 }).pipe(Layer.provide(PostgresStore.layer()))
+ * const store = NearCache.layer({ maxEntries: 1_000 }).pipe(Layer.provide(PostgresStore.layer({ notifyChanges: true })))
  *
  * @since 0.1.0
  */
