@@ -21,7 +21,7 @@ import { randomUUID } from "node:crypto"
 import { inject } from "vitest"
 import * as KvStore from "../src/KvStore.js"
 import { MAX_KEY_BYTES } from "../src/core/key.js"
-import { NOTIFY_PAYLOAD_BYTES, notifyChannel, syncChannel } from "../src/core/postgresSql.js"
+import { NOTIFY_PAYLOAD_BYTES, notifyChannel, syncPayload, syncTokenOf } from "../src/core/postgresSql.js"
 import { sleepReal, within } from "../src/internal/conformanceHelpers.js"
 import * as PostgresStore from "../src/PostgresStore.js"
 
@@ -66,7 +66,7 @@ const query = (client: pg.Client, text: string, params: ReadonlyArray<unknown> =
 /** The backends listening on `table`'s channels (the last statement of a LISTEN connection is its LISTEN). */
 const listeners = (client: pg.Client, table: string) =>
   query(client, `SELECT pid, application_name FROM pg_stat_activity WHERE query = $1`, [
-    `LISTEN "${notifyChannel("public", table)}"; LISTEN "${syncChannel("public", table)}"`
+    `LISTEN "${notifyChannel("public", table)}"`
   ])
 
 /** Waits (real time, bounded) until `check` holds. */
@@ -223,6 +223,15 @@ describe("PostgresStore change feed", () => {
       const coalesced = yield* heard(Effect.forEach(many, (key) => a.set(key, bytes("c")), { concurrency: 50 }))
       assert.deepStrictEqual(new Set(coalesced), new Set(many))
     }))
+
+  it("a sync marker's payload is never a key, fits a notification and gives its token back", () => {
+    const payload = syncPayload("l1x.abc.42")
+    assert.isAbove(payload.length, MAX_KEY_BYTES)
+    assert.isAtMost(new TextEncoder().encode(payload).length, NOTIFY_PAYLOAD_BYTES)
+    assert.strictEqual(syncTokenOf(payload), "l1x.abc.42")
+    assert.isUndefined(syncTokenOf("effect-kv sync l1x.abc.42 "))
+    assert.isUndefined(syncTokenOf("x".repeat(MAX_KEY_BYTES)))
+  })
 
   it.scopedLive("a watcher joining an open feed hears no notification of a write made before it started", () =>
     Effect.gen(function*() {

@@ -26,7 +26,7 @@ import { inject } from "vitest"
 import * as KvStore from "../src/KvStore.js"
 import { keyHash } from "../src/core/hash.js"
 import { MAX_KEY_BYTES } from "../src/core/key.js"
-import { NOTIFY_PAYLOAD_BYTES, notifyChannel } from "../src/core/postgresSql.js"
+import { NOTIFY_PAYLOAD_BYTES, notifyChannel, syncPayload, syncTokenOf } from "../src/core/postgresSql.js"
 import { sleepReal, within } from "../src/internal/conformanceHelpers.js"
 import * as PostgresStore from "../src/PostgresStore.js"
 import { LISTEN_TIMEOUT_MILLIS } from "../src/internal/postgres/changes.js"
@@ -224,6 +224,41 @@ describe("PostgresStore change feed", () => {
       const many = Array.from({ length: 200 }, (_, i) => `p/c/${i}`)
       const coalesced = yield* heard(Effect.forEach(many, (key) => a.set(key, bytes("c")), { concurrency: 50 }))
       assert.deepStrictEqual(new Set(coalesced), new Set(many))
+    }))
+
+  it("a sync marker's payload is never a key, fits a notification and gives its token back", () => {
+    const payload = syncPayload("l1x.abc.42")
+    assert.isAbove(payload.length, MAX_KEY_BYTES)
+    assert.isAtMost(new TextEncoder().encode(payload).length, NOTIFY_PAYLOAD_BYTES)
+    assert.strictEqual(syncTokenOf(payload), "l1x.abc.42")
+    assert.isUndefined(syncTokenOf("effect-kv sync l1x.abc.42 "))
+    assert.isUndefined(syncTokenOf("x".repeat(MAX_KEY_BYTES)))
+  })
+
+  it.live("a watcher joining an open feed hears no notification of a write made before it started", () =>
+    Effect.gen(function*() {
+      const table = freshTable()
+      const a = yield* instance({ table, notifyChanges: true }, "watch-sync-a")
+      // another watcher keeps the feed open, so notifications of earlier writes are still on their way
+      yield* collect(a.watch("other"))
+      for (let round = 0; round < 20; round++) {
+        yield* a.set(`k${round}`, bytes("v1"))
+        yield* a.set(`p${round}:before`, bytes("x"))
+        const watcher = yield* collect(a.watch(`k${round}`))
+        const prefix = yield* collect(a.watchPrefix(`p${round}:`))
+        assert.strictEqual(show(yield* watcher.next), "v1")
+        yield* a.set(`k${round}`, bytes("v2"))
+        // without the sync marker the earlier write's notification came first: "v1" again
+        assert.strictEqual(show(yield* watcher.next), "v2")
+        // the prefix watcher starts in the background: write after it until it hears something
+        let heard: Array<KvStore.Change> = []
+        while (heard.length === 0) {
+          yield* a.set(`p${round}:after`, bytes("y"))
+          yield* sleepReal(20)
+          heard = Array.from(yield* prefix.taken).flatMap((exit) => Exit.isSuccess(exit) ? [exit.value] : [])
+        }
+        assert.deepStrictEqual(heard.map((change) => change.key), [`p${round}:after`])
+      }
     }))
 
   it.live("1,000 watchers of a store share one LISTEN connection", () =>

@@ -3,6 +3,7 @@
  * identifiers. See `internal/postgres/store.ts` for why each statement looks as it does.
  */
 import { keyHash } from "./hash.js"
+import { MAX_KEY_BYTES } from "./key.js"
 import { STATE_FIELDS } from "./rateLimit.js"
 import type { RateLimitRequest } from "./rateLimit.js"
 
@@ -57,12 +58,22 @@ export const NOTIFY_PAYLOAD_BYTES = 7999
  */
 export const notifyChannel = (schema: string, table: string): string => channelName("effect_kv", schema, table)
 
+const SYNC_HEAD = "effect-kv sync "
+
 /**
- * The channel of the table's sync markers (`Driver.syncChanges`), listened to on
- * the same connection as `notifyChannel`, so a marker arrives after every change
- * that committed before it; a channel of its own, as a key may be any text.
+ * The payload of a sync marker (`Driver.syncChanges`), sent on the table's own
+ * channel so it arrives after every change that committed before it (one
+ * channel keeps its order on every client). Padded past `MAX_KEY_BYTES`
+ * characters, it can never be a key: a key has at most that many bytes, so
+ * at most that many characters.
  */
-export const syncChannel = (schema: string, table: string): string => channelName("effect_kv_sync", schema, table)
+export const syncPayload = (token: string): string => `${SYNC_HEAD}${token} `.padEnd(MAX_KEY_BYTES + 1, "-")
+
+/** The token of a sync marker's payload, `undefined` when the payload is a key. */
+export const syncTokenOf = (payload: string): string | undefined => {
+  if (payload.length <= MAX_KEY_BYTES || !payload.startsWith(SYNC_HEAD)) return undefined
+  return payload.slice(SYNC_HEAD.length, payload.indexOf(" ", SYNC_HEAD.length))
+}
 
 const channelName = (head: string, schema: string, table: string): string => {
   const full = `${head}.${schema}.${table}`

@@ -48,6 +48,7 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { DriverChange } from "../../KvDriver.js"
 import { DriverError } from "../../KvStore.js"
+import { syncPayload, syncTokenOf } from "../../core/postgresSql.js"
 import type { Row } from "./connection.js"
 
 /** Distinct keys waiting for a slow consumer before the feed gives up on them for `Lost` + `Resumed`. */
@@ -212,8 +213,6 @@ export interface ChangeFeedOptions {
   readonly sql: SqlClient.SqlClient
   /** The table's channel (`notifyChannel` in core/postgresSql.ts). */
   readonly channel: string
-  /** Its sync markers' channel (`syncChannel`). */
-  readonly syncChannel: string
   /** `Statements.expiredSince`. */
   readonly expiredSince: string
   /** Runs a statement on a pooled connection, outside any transaction (`Connections.onPool`). */
@@ -241,11 +240,10 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
   readonly sync: (token: string) => Effect.Effect<void, DriverError>
   readonly close: Effect.Effect<void>
 } => {
-  const { channel, expiredSince, onPool, sql, syncChannel } = options
+  const { channel, expiredSince, onPool, sql } = options
   const config = (sql as unknown as { readonly config: PgConfig }).config
   const settings = clientSettings(config)
-  // one simple-protocol round trip; both on one connection, so a marker follows every change committed before it
-  const listen = `LISTEN ${quoteIdentifier(channel)}; LISTEN ${quoteIdentifier(syncChannel)}`
+  const listen = `LISTEN ${quoteIdentifier(channel)}`
   let clientClass: ClientClass | undefined
   let closed = false
   const subscriptions = new Set<Scope.CloseableScope>()
@@ -265,8 +263,10 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
       client.on("notification", (message) => {
         // an empty payload is not a key (effect-kv never sends one); `listen` of sql-pg drops them too
         if (typeof message.payload !== "string" || message.payload === "") return
-        if (message.channel === channel) pending.changed(message.payload)
-        else if (message.channel === syncChannel) pending.synced(message.payload)
+        if (message.channel !== channel) return
+        const token = syncTokenOf(message.payload)
+        if (token === undefined) pending.changed(message.payload)
+        else pending.synced(token)
       })
       client.on("error", lost)
       client.on("end", lost)
@@ -355,7 +355,7 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
 
   /** `Driver.syncChanges`: the marker goes out on a pooled connection, after the caller's acknowledged writes. */
   const sync = (token: string): Effect.Effect<void, DriverError> =>
-    onPool("SELECT pg_notify($1, $2)", [syncChannel, token]).pipe(
+    onPool("SELECT pg_notify($1, $2)", [channel, syncPayload(token)]).pipe(
       Effect.mapError((error) => feedError("could not sync with the change feed", error)),
       Effect.asVoid
     )

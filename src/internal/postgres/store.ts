@@ -137,7 +137,7 @@ import { changeFeedProblem, makeChangeFeed } from "./changes.js"
 import { makeConnections } from "./connection.js"
 import { makeDriver } from "./driver.js"
 import type { Row } from "./connection.js"
-import { identifierProblem, makeStatements, syncChannel } from "../../core/postgresSql.js"
+import { identifierProblem, makeStatements } from "../../core/postgresSql.js"
 import { checkTable } from "./tableCheck.js"
 import type { Statements } from "../../core/postgresSql.js"
 
@@ -208,7 +208,6 @@ export const make = (
       const made = makeChangeFeed({
         sql,
         channel: statements.channel,
-        syncChannel: syncChannel(schema, table),
         expiredSince: statements.expiredSince,
         onPool: makeConnections(sql).onPool
       })

@@ -47,6 +47,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import * as Stream from "effect/Stream"
 import type { DriverChange } from "../../KvDriver.js"
 import { DriverError } from "../../KvStore.js"
+import { syncPayload, syncTokenOf } from "../../core/postgresSql.js"
 import type { Row } from "./connection.js"
 
 export type { DriverChange } from "../../KvDriver.js"
@@ -90,6 +91,8 @@ const sleepReal = (millis: number): Effect.Effect<void> =>
   })
 
 /** Changes waiting for the consumer: distinct keys between markers, bounded (see `MAX_PENDING_KEYS`). */
+type Pending = ReturnType<typeof makePending>
+
 const makePending = () => {
   let events: Array<DriverChange> = []
   let keys = new Set<string>()
@@ -127,6 +130,12 @@ const makePending = () => {
       keys = new Set()
       wake()
     },
+    /** A sync marker: after it, a key already waiting is told again (its listener may start at the marker). */
+    synced: (token: string): void => {
+      events.push({ _tag: "Synced", token })
+      keys = new Set()
+      wake()
+    },
     resumed: (): void => {
       connected = true
       events.push({ _tag: "Resumed" })
@@ -160,15 +169,6 @@ export interface ChangeFeedOptions {
   readonly sql: SqlClient.SqlClient
   /** The table's channel (`notifyChannel` in core/postgresSql.ts). */
   readonly channel: string
-  /**
-   * Its sync markers' channel (`syncChannel`), unused on Effect 4 for now: a
-   * marker must be heard in order with the changes, on the same connection,
-   * and `@effect/sql-pg` 4's `listen` gives each channel a queue of its own
-   * (their relative order is lost). Without `syncChanges` the front takes the
-   * feed as in-process: a watcher joining an open feed may hear a write made
-   * just before it started.
-   */
-  readonly syncChannel: string
   /** `Statements.expiredSince`. */
   readonly expiredSince: string
   /** Runs a statement on a pooled connection, outside any transaction (`Connections.onPool`). */
@@ -198,8 +198,7 @@ export const changeFeedProblem = (sql: SqlClient.SqlClient): string | undefined 
  */
 export const makeChangeFeed = (options: ChangeFeedOptions): {
   readonly changes: Effect.Effect<Stream.Stream<DriverChange>, DriverError, Scope.Scope>
-  /** `Driver.syncChanges`: none yet on Effect 4 (see `ChangeFeedOptions.syncChannel`). */
-  readonly sync: undefined
+  readonly sync: (token: string) => Effect.Effect<void, DriverError>
   readonly close: Effect.Effect<void>
 } => {
   const { channel, expiredSince, onPool, sql } = options
@@ -212,7 +211,7 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
    * completes when it is lost (its queue failed). Closing the scope ends it
    * (the reader is interrupted, which is not a loss).
    */
-  const connectIn = (scope: Scope.Scope, onKey: (key: string) => void) =>
+  const connectIn = (scope: Scope.Scope, pending: Pending) =>
     Effect.gen(function*() {
       if (listen === undefined) return yield* Effect.fail(feedError(changeFeedProblem(sql)!))
       const dead = yield* Deferred.make<void>()
@@ -230,7 +229,10 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
       const reading = Effect.forever(Effect.map(Queue.takeAll(queue), (notifications) => {
         for (const notification of notifications) {
           // an empty payload is not a key (effect-kv never sends one)
-          if (notification.channel === channel && notification.payload !== "") onKey(notification.payload)
+          if (notification.channel !== channel || notification.payload === "") continue
+          const token = syncTokenOf(notification.payload)
+          if (token === undefined) pending.changed(notification.payload)
+          else pending.synced(token)
         }
       }))
       let ending = false
@@ -256,7 +258,7 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
     const pending = makePending()
     const started = yield* Effect.gen(function*() {
       let session = yield* Scope.fork(subscription, "sequential")
-      let dead = yield* connectIn(session, pending.changed)
+      let dead = yield* connectIn(session, pending)
       // where expiry polling starts: the database's now(), read after LISTEN, so nothing falls in between
       const first = yield* backendRead(onPool(expiredSince, [null]))
       let last: unknown = first[0]?.["at"] ?? null
@@ -270,7 +272,7 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
           let wait = BACKOFF_FIRST_MILLIS
           while (true) {
             session = yield* Scope.fork(subscription, "sequential")
-            const attempt = yield* Effect.result(connectIn(session, pending.changed))
+            const attempt = yield* Effect.result(connectIn(session, pending))
             if (Result.isSuccess(attempt)) {
               dead = attempt.success
               break
@@ -314,7 +316,14 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
     return Effect.forEach(Array.from(subscriptions), (scope) => Scope.close(scope, Exit.void), { discard: true })
   })
 
-  return { changes, sync: undefined, close }
+  /** `Driver.syncChanges`: the marker goes out on a pooled connection, after the caller's acknowledged writes. */
+  const sync = (token: string): Effect.Effect<void, DriverError> =>
+    onPool("SELECT pg_notify($1, $2)", [channel, syncPayload(token)]).pipe(
+      Effect.mapError((error) => feedError("could not sync with the change feed", error)),
+      Effect.asVoid
+    )
+
+  return { changes, sync, close }
 }
 
 const backendRead = <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, DriverError> =>
