@@ -32,6 +32,7 @@ const staged = [
   "scripts/build.mjs",
   "effect4/package.json",
   "effect4/README.md",
+  "effect4/LICENSE",
   "effect4/src",
   "effect4/scripts",
   "effect4/tsconfig.json",

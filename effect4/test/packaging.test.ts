@@ -10,7 +10,8 @@
  * their section headings), saved as `main.ts` and run with `node main.ts`, as the README
  * says: what they print must be what their `// …` comments promise. The PostgreSQL one
  * runs against a database of its own on the test server, so its counter starts at 1.
- * Last, the installed package loads as ES modules and as CommonJS, with its NearCache entry.
+ * Last, the installed package loads as ES modules and as CommonJS, with its NearCache entry,
+ * and holds its builds, README and LICENSE (none of which the checkout's dist/ could fake).
  *
  * npm installs from its cache when it has the packages, else from the registry: nothing
  * here depends on what a cache happens to hold, or on files outside the repository.
@@ -143,6 +144,18 @@ describe("packaging (Effect 4 line)", () => {
       const nested = await fs.access(path.join(app, "node_modules", dependent, "node_modules", "effect")).then(() => true, () => false)
       assert.isFalse(nested, `${dependent} has its own effect`)
     }
+  })
+
+  it("the tarball holds package.json, README, LICENSE and both builds, nothing else", async () => {
+    const installed = path.join(app, "node_modules", "effect-kv")
+    assert.deepStrictEqual((await fs.readdir(installed)).sort(), ["LICENSE", "README.md", "dist", "package.json"])
+    assert.deepStrictEqual((await fs.readdir(path.join(installed, "dist"))).sort(), ["cjs", "esm"])
+    for (const build of ["esm", "cjs"]) {
+      for (const file of ["index.js", "index.d.ts", "NearCache.js", "core"]) await fs.access(path.join(installed, "dist", build, file))
+    }
+    const manifest = JSON.parse(await fs.readFile(path.join(installed, "package.json"), "utf8"))
+    // a tarball's install scripts would need the user's approval (npm 12); building is prepack's, at pack time
+    assert.deepStrictEqual(["preinstall", "install", "postinstall", "prepare"].filter((s) => s in (manifest.scripts ?? {})), [])
   })
 
   it("the README's memory quick start runs verbatim as main.ts and prints what its comments say", async () => {
