@@ -8,8 +8,10 @@ import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
@@ -257,6 +259,37 @@ describe("PostgresStore change feed", () => {
         }
         assert.deepStrictEqual(heard.map((change) => change.key), [`p${round}:after`])
       }
+    }))
+
+  it.scopedLive("a watcher starting while the pool is busy can be interrupted, and a watch inside an update ends", () =>
+    Effect.gen(function*() {
+      const table = freshTable()
+      const ctx = yield* Layer.build(PostgresStore.layer({ table, notifyChanges: true }).pipe(
+        Layer.provide(PgClient.layer({ url: Redacted.make(databaseUrl), applicationName: "watch-busy", maxConnections: 1 }))
+      ))
+      const store = Context.get(ctx, KvStore.KvStore)
+      const inside = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      // the update holds the pool's only connection while the watcher starts
+      const holder = yield* Effect.fork(store.update("held", () =>
+        Effect.zipRight(Deferred.succeed(inside, undefined), Effect.as(Deferred.await(release), bytes("1")))))
+      yield* Deferred.await(inside)
+      const watcher = yield* Effect.fork(Stream.runHead(store.watch("k")))
+      yield* sleepReal(200)
+      // a hang check, not a timing: the interruption hung for good before (the open waited for the pool uninterruptibly)
+      const outcome = yield* Effect.raceFirst(
+        Effect.as(Fiber.interrupt(watcher), "interrupted"),
+        Effect.as(sleepReal(DELIVERY_MILLIS), "still waiting")
+      )
+      assert.strictEqual(outcome, "interrupted")
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      // a watch started inside the update's own function (the only connection held) gives up at its timeout
+      const inner = yield* store.update("cfg", () =>
+        Stream.runHead(store.watch("other")).pipe(Effect.timeout("1 second"), Effect.either, Effect.as(bytes("2"))))
+      assert.strictEqual(decoder.decode(inner), "2")
+      // and once the pool is free the store watches as usual
+      assert.strictEqual(show(Option.flatten(yield* Stream.runHead(store.watch("cfg")))), "2")
     }))
 
   it.scopedLive("1,000 watchers of a store share one LISTEN connection", () =>

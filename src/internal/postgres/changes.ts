@@ -42,6 +42,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
@@ -54,6 +55,12 @@ import type { Row } from "./connection.js"
 /** Distinct keys waiting for a slow consumer before the feed gives up on them for `Lost` + `Resumed`. */
 export const MAX_PENDING_KEYS = 10_000
 
+/** The longest a subscriber waits for the pool (once per store) or for its LISTEN connection (milliseconds). */
+export const LISTEN_TIMEOUT_MILLIS = 10_000
+
+/** The database's clock as the expiry poll's starting point (the `at` of `Statements.expiredSince`). */
+const LISTEN_STARTED_AT = "SELECT now()::text AS at"
+
 /** Milliseconds between two expiry polls. */
 export const EXPIRY_POLL_MILLIS = 500
 
@@ -64,7 +71,7 @@ const BACKOFF_MAX_MILLIS = 1000
 /** What this module uses of a node-postgres `Client`. */
 interface ListenClient {
   connect(): Promise<void>
-  query(text: string): Promise<unknown>
+  query(text: string): Promise<{ readonly rows?: ReadonlyArray<Record<string, unknown>> }>
   end(): Promise<void>
   on(event: "notification", listener: (message: { readonly channel: string; readonly payload?: string }) => void): unknown
   on(event: "error", listener: (error: Error) => void): unknown
@@ -103,7 +110,7 @@ const clientSettings = (config: PgConfig): Record<string, unknown> => ({
   port: config.port,
   ...(config.stream === undefined ? {} : { stream: config.stream }),
   // bounded even when the pool's is not: a subscriber may wait for it uninterruptibly (the front opens the feed in an acquire)
-  connectionTimeoutMillis: config.connectTimeout === undefined ? 10_000 : Duration.toMillis(config.connectTimeout),
+  connectionTimeoutMillis: config.connectTimeout === undefined ? LISTEN_TIMEOUT_MILLIS : Duration.toMillis(config.connectTimeout),
   application_name: listenApplicationName(config.applicationName),
   types: config.types,
   keepAlive: true
@@ -199,8 +206,22 @@ const feedError = (message: string, cause?: unknown): DriverError =>
  * `@effect/sql-pg` 0.53 leaks a connection when interrupted while it waits.
  */
 const clientClassOf = (sql: SqlClient.SqlClient): Effect.Effect<ClientClass, DriverError> =>
-  Effect.uninterruptible(Effect.scoped(sql.reserve)).pipe(
-    Effect.mapError((error: SqlError) => feedError("could not reach PostgreSQL to open the change feed", error)),
+  Effect.raceFirst(
+    // on a fiber of its own, so that losing the race leaves it to finish and give the connection back
+    Effect.uninterruptible(Effect.scoped(sql.reserve)).pipe(
+      Effect.mapError((error: SqlError) => feedError("could not reach PostgreSQL to open the change feed", error)),
+      Effect.forkDaemon,
+      Effect.flatMap(Fiber.join),
+      Effect.interruptible
+    ),
+    // bounded: a subscriber opens the feed inside the front's uninterruptible acquire
+    Effect.interruptible(Effect.zipRight(
+      sleepReal(LISTEN_TIMEOUT_MILLIS),
+      Effect.fail(feedError(
+        `could not open the change feed: no connection of the pool came free within ${LISTEN_TIMEOUT_MILLIS / 1000} s`
+      ))
+    ))
+  ).pipe(
     Effect.flatMap((connection) => {
       const pooled = (connection as unknown as { readonly pg?: { readonly constructor?: unknown } }).pg
       return typeof pooled?.constructor === "function"
@@ -281,10 +302,17 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
       })
       return Scope.addFinalizer(scope, end).pipe(
         Effect.zipRight(Effect.tryPromise({
-          try: () => client.connect().then(() => client.query(listen)),
+          // the database's now(), on this connection (a subscriber never waits for a pooled one: a busy pool
+          // must not hold up a watcher's start): expiry polling starts there, whatever LISTEN hears
+          try: async () => {
+            await client.connect()
+            const started = await client.query(LISTEN_STARTED_AT)
+            await client.query(listen)
+            return started.rows?.[0]?.["at"] ?? null
+          },
           catch: (cause) => feedError("could not open the change feed's LISTEN connection", cause)
         })),
-        Effect.as(dead)
+        Effect.map((at) => ({ dead, at }))
       )
     })
 
@@ -299,10 +327,10 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
     const pending = makePending()
     const started = yield* Effect.gen(function*() {
       let session = yield* Scope.fork(subscription, ExecutionStrategy.sequential)
-      let dead = yield* connectIn(session, Client, pending)
-      // where expiry polling starts: the database's now(), read after LISTEN, so nothing falls in between
-      const first = yield* backendRead(onPool(expiredSince, [null]))
-      let last: unknown = first[0]?.["at"] ?? null
+      const connected = yield* connectIn(session, Client, pending)
+      let dead = connected.dead
+      // where expiry polling starts: the database's now() when the feed opened
+      let last: unknown = connected.at
 
       /** Lost, then reconnect (backoff on real time) and Resumed; forever, until the subscription ends. */
       const reconnecting: Effect.Effect<never> = Effect.gen(function*() {
@@ -315,7 +343,7 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
             session = yield* Scope.fork(subscription, ExecutionStrategy.sequential)
             const attempt = yield* Effect.either(connectIn(session, Client, pending))
             if (attempt._tag === "Right") {
-              dead = attempt.right
+              dead = attempt.right.dead
               break
             }
             yield* Scope.close(session, Exit.void)
@@ -367,6 +395,3 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
 
   return { changes, sync, close }
 }
-
-const backendRead = <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, DriverError> =>
-  Effect.mapError(effect, (error) => feedError("could not start the change feed's expiry poll", error))
