@@ -261,6 +261,32 @@ describe("PostgresStore change feed", () => {
       }
     }))
 
+  it.live("a watcher starting while the pool is busy can be interrupted", () =>
+    Effect.gen(function*() {
+      const table = freshTable()
+      const ctx = yield* Layer.build(PostgresStore.layer({ table, notifyChanges: true }).pipe(
+        Layer.provide(PgClient.layer({ url: Redacted.make(databaseUrl), applicationName: "watch-busy", maxConnections: 2 }))
+      ))
+      const store = Context.get(ctx, KvStore.KvStore)
+      const inside = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      // the update holds one connection, the LISTEN takes the other: the feed's first poll finds none free
+      const holder = yield* Effect.forkChild(store.update("held", () =>
+        Effect.andThen(Deferred.succeed(inside, undefined), Effect.as(Deferred.await(release), bytes("1")))))
+      yield* Deferred.await(inside)
+      const watcher = yield* Effect.forkChild(Stream.runHead(store.watch("k")))
+      yield* sleepReal(300)
+      // a hang check, not a timing: the open waited uninterruptibly before
+      const outcome = yield* Effect.raceFirst(
+        Effect.as(Fiber.interrupt(watcher), "interrupted"),
+        Effect.as(sleepReal(DELIVERY_MILLIS), "still waiting")
+      )
+      assert.strictEqual(outcome, "interrupted")
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      assert.strictEqual(show(Option.flatten(yield* Stream.runHead(store.watch("held")))), "1")
+    }))
+
   it.live("1,000 watchers of a store share one LISTEN connection", () =>
     Effect.gen(function*() {
       const table = freshTable()

@@ -106,28 +106,33 @@ export const makeChangeFeeds = (driver: Driver, errors: Errors) => {
       return Effect.asVoid(Effect.forkDetach(Scope.close(ended.scope, Exit.void)))
     })
 
-  /** Opens the driver subscription and forks its reader into the feed's scope. */
+  /**
+   * Opens the driver subscription and forks its reader into the feed's scope.
+   * Only the wait for the driver is interruptible; an interrupted or failed
+   * open closes what it began.
+   */
   const open = (changes: NonNullable<Driver["changes"]>): Effect.Effect<Feed, Cause.Cause<DriverError>> =>
-    Effect.flatMap(Scope.make(), (scope) =>
-      Scope.provide(changes, scope).pipe(
-        Effect.sandbox,
-        Effect.tapError((cause) => Scope.close(scope, Exit.failCause(cause))),
-        Effect.flatMap((stream) => {
-          const opened: Feed = { scope, byKey: new Map(), all: new Set(), listeners: 0, ended: undefined }
-          return Stream.runForEach(stream, (change) => Effect.sync(() => dispatch(opened, change))).pipe(
-            Effect.onExit((exit) =>
-              Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? Effect.void : endFeed(
-                opened,
-                Exit.isFailure(exit) ? exit.cause : Cause.die(new Error("the change feed ended"))
-              )
-            ),
-            // the reader must stay interruptible: it is forked from inside an uninterruptible acquire
-            Effect.interruptible,
-            Effect.forkIn(scope),
-            Effect.as(opened)
-          )
-        })
-      ))
+    Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(Scope.make(), (scope) =>
+        restore(Scope.provide(changes, scope)).pipe(
+          Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit)),
+          Effect.sandbox,
+          Effect.flatMap((stream) => {
+            const opened: Feed = { scope, byKey: new Map(), all: new Set(), listeners: 0, ended: undefined }
+            return Stream.runForEach(stream, (change) => Effect.sync(() => dispatch(opened, change))).pipe(
+              Effect.onExit((exit) =>
+                Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? Effect.void : endFeed(
+                  opened,
+                  Exit.isFailure(exit) ? exit.cause : Cause.die(new Error("the change feed ended"))
+                )
+              ),
+              // the reader must stay interruptible: it is forked from inside an uninterruptible region
+              Effect.interruptible,
+              Effect.forkIn(scope),
+              Effect.as(opened)
+            )
+          })
+        )))
 
   /** This process's part of a sync token (another instance's tokens reach the feed too). */
   const tokenBase = `${Date.now().toString(36)}.${Math.random().toString(36).slice(2)}.`
@@ -174,7 +179,10 @@ export const makeChangeFeeds = (driver: Driver, errors: Errors) => {
 
   /**
    * Adds `listener` for the scope's lifetime, opening the driver
-   * subscription for the first one; the last one to leave closes it.
+   * subscription for the first one; the last one to leave closes it. The
+   * waits (for another opener, for the driver) are interruptible; the
+   * listener is registered and its removal scheduled in one uninterruptible
+   * step, so an interrupted join leaves nothing behind.
    */
   const join = (
     op: string,
@@ -182,46 +190,51 @@ export const makeChangeFeeds = (driver: Driver, errors: Errors) => {
     changes: NonNullable<Driver["changes"]>,
     listener: Listener
   ): Effect.Effect<void, KvError, Scope.Scope> =>
-    Effect.acquireRelease(
-      mutex.withPermits(1)(Effect.suspend(() => {
-        const joined = feed !== undefined ? Effect.succeed(feed) : Effect.map(open(changes), (opened) => {
-          feed = opened
-          return opened
-        })
-        return joined.pipe(
+    Effect.uninterruptibleMask((restore) =>
+      Effect.andThen(
+        restore(mutex.take(1)),
+        Effect.suspend(() => feed !== undefined ? Effect.succeed(feed) : restore(open(changes))).pipe(
           Effect.mapError((cause) => fromDriver(op, key, cause)),
           Effect.map((to) => {
-            to.listeners++
-            if (to.ended !== undefined) {
-              listener.fail(to.ended)
-              return to
-            }
-            if (listener.key === undefined) {
-              to.all.add(listener)
-            } else {
-              const keyed = to.byKey.get(listener.key)
-              if (keyed === undefined) to.byKey.set(listener.key, new Set([listener]))
-              else keyed.add(listener)
-            }
+            feed = to
+            register(to, listener)
             return to
-          })
+          }),
+          Effect.ensuring(mutex.release(1)),
+          Effect.flatMap((to) => Effect.addFinalizer(() => leave(to, listener)))
         )
-      })),
-      (to) =>
-        mutex.withPermits(1)(Effect.suspend(() => {
-          if (listener.key === undefined) {
-            to.all.delete(listener)
-          } else {
-            const keyed = to.byKey.get(listener.key)
-            keyed?.delete(listener)
-            if (keyed?.size === 0) to.byKey.delete(listener.key)
-          }
-          to.listeners--
-          if (to.listeners > 0 || feed !== to) return Effect.void
-          feed = undefined
-          return Scope.close(to.scope, Exit.void)
-        }))
-    ).pipe(Effect.asVoid)
+      )
+    )
+
+  const register = (to: Feed, listener: Listener): void => {
+    to.listeners++
+    if (to.ended !== undefined) {
+      listener.fail(to.ended)
+      return
+    }
+    if (listener.key === undefined) {
+      to.all.add(listener)
+    } else {
+      const keyed = to.byKey.get(listener.key)
+      if (keyed === undefined) to.byKey.set(listener.key, new Set([listener]))
+      else keyed.add(listener)
+    }
+  }
+
+  const leave = (to: Feed, listener: Listener): Effect.Effect<void> =>
+    mutex.withPermits(1)(Effect.suspend(() => {
+      if (listener.key === undefined) {
+        to.all.delete(listener)
+      } else {
+        const keyed = to.byKey.get(listener.key)
+        keyed?.delete(listener)
+        if (keyed?.size === 0) to.byKey.delete(listener.key)
+      }
+      to.listeners--
+      if (to.listeners > 0 || feed !== to) return Effect.void
+      feed = undefined
+      return Scope.close(to.scope, Exit.void)
+    }))
 
   /** The driver's `get`, its bytes kept (the front copies them before a caller sees them). */
   const read = (op: string, key: string) => Effect.catchCause(driver.get(key), fromDriverCause(op, key))

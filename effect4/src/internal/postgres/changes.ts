@@ -260,7 +260,16 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
       let session = yield* Scope.fork(subscription, "sequential")
       let dead = yield* connectIn(session, pending)
       // where expiry polling starts: the database's now(), read after LISTEN, so nothing falls in between
-      const first = yield* backendRead(onPool(expiredSince, [null]))
+      // bounded like the LISTEN connection: a subscriber opens the feed inside the front's join
+      const first = yield* Effect.raceFirst(
+        Effect.interruptible(backendRead(onPool(expiredSince, [null]))),
+        Effect.interruptible(Effect.andThen(
+          sleepReal(LISTEN_TIMEOUT_MILLIS),
+          Effect.fail(feedError(
+            `could not start the change feed's expiry poll: no connection of the pool came free within ${LISTEN_TIMEOUT_MILLIS / 1000} s`
+          ))
+        ))
+      )
       let last: unknown = first[0]?.["at"] ?? null
 
       /** Lost, then listen again (backoff on real time) and Resumed; forever, until the subscription ends. */
