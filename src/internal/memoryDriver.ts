@@ -61,7 +61,10 @@ const isLive = (entry: Entry, now: number): boolean => entry.expiresAt === undef
 
 const expiryAt = (now: number, ttl: number | undefined): number | undefined => (ttl === undefined ? undefined : now + ttl)
 
-export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
+export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
+  /** Ends every subscription (the store's scope closes): watchers are told, as on PostgreSQL. */
+  readonly close: Effect.Effect<void>
+} => {
   const map = new Map<string, Entry>()
   const lock = makeKeyedLock()
   const trackUse = maxEntries !== undefined
@@ -281,14 +284,33 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
     return Effect.forever(Effect.zipRight(sweepExpired, Effect.flatMap(nextWait, Effect.sleep)))
   })
 
+  const queues = new Set<Queue.Queue<DriverChange>>()
+  let closed = false
+
+  const close = Effect.suspend(() => {
+    closed = true
+    return Effect.forEach(Array.from(queues), Queue.shutdown, { discard: true })
+  })
+
   const changes: Driver["changes"] = Effect.gen(function*() {
+    if (closed) return yield* Effect.fail(new DriverError({ reason: "Backend", message: "the store was closed: its change feed is gone" }))
     const queue = yield* Queue.unbounded<DriverChange>()
     const listener = (key: string): void => {
       queue.unsafeOffer({ _tag: "Changed", key })
     }
     yield* Effect.acquireRelease(
-      Effect.sync(() => listeners.add(listener)),
-      () => Effect.zipRight(Effect.sync(() => listeners.delete(listener)), Queue.shutdown(queue))
+      Effect.sync(() => {
+        listeners.add(listener)
+        queues.add(queue)
+      }),
+      () =>
+        Effect.zipRight(
+          Effect.sync(() => {
+            listeners.delete(listener)
+            queues.delete(queue)
+          }),
+          Queue.shutdown(queue)
+        )
     )
     // forked from the acquire's uninterruptible region: made interruptible so the scope can end it
     yield* Effect.forkScoped(Effect.interruptible(reportExpiries))
@@ -298,6 +320,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
   return {
     name: "MemoryStore",
     changes,
+    close,
     lock,
     get,
     set: (key, value, ttl) => writeStep(key, (now) => put(key, { value, expiresAt: expiryAt(now, ttl) })),
