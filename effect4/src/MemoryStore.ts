@@ -49,10 +49,15 @@ const makeFor = (
         `Invalid MemoryStore option: maxEntries must be a positive integer, got ${maxEntries}`
       ))
     }
-    return KvStore.make(makeMemoryDriver(maxEntries), {
-      cleanupInterval: options?.cleanupInterval ?? DEFAULT_CLEANUP_INTERVAL,
-      redactKeys: options?.redactKeys
-    })
+    const driver = makeMemoryDriver(maxEntries)
+    // added before the front's own finalizers, so it runs after them: watchers outliving the store are ended
+    return Effect.andThen(
+      Effect.addFinalizer(() => driver.close),
+      KvStore.make(driver, {
+        cleanupInterval: options?.cleanupInterval ?? DEFAULT_CLEANUP_INTERVAL,
+        redactKeys: options?.redactKeys
+      })
+    )
   })
 
 /**

@@ -15,7 +15,8 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
-import type * as Scope from "effect/Scope"
+import * as Deferred from "effect/Deferred"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { TestClock } from "effect/testing"
 import type { Driver, DriverChange } from "../src/KvDriver.js"
@@ -365,4 +366,22 @@ describe("change feeds on MemoryStore", () => {
       assert.strictEqual(show(yield* watcher.next), '"v"')
       assert.strictEqual((yield* changes.next).key, "k")
     }).pipe(Effect.provide(MemoryStore.layer())))
+  it.live("a watcher that outlives its MemoryStore ends when the store's scope closes, as on PostgreSQL", () =>
+    Effect.gen(function*() {
+      const storeScope = yield* Scope.make()
+      const store = yield* Scope.provide(MemoryStore.make(), storeScope)
+      const started = yield* Deferred.make<void>()
+      const watcher = yield* Effect.forkChild(store.watch("k").pipe(
+        Stream.tap(() => Deferred.succeed(started, undefined)),
+        Stream.runDrain
+      ))
+      yield* Deferred.await(started)
+      yield* Scope.close(storeScope, Exit.void)
+      // it ran on for good before: nothing ended the memory feed
+      const exit = yield* within(5_000, "the watcher to end", Fiber.await(watcher))
+      assert.isTrue(Exit.isFailure(exit), "the watcher ended without a failure")
+      // and a new watcher of the closed store is refused at once
+      const late = yield* Effect.exit(Stream.runHead(store.watch("k")))
+      assert.isTrue(Exit.isFailure(late))
+    }))
 })

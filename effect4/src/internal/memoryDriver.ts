@@ -23,6 +23,7 @@
  * expired entries at the next expiry in the index (at least once a second,
  * on the Effect `Clock`), so an expiry is reported within about a second.
  */
+import type * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -61,7 +62,10 @@ const isLive = (entry: Entry, now: number): boolean => entry.expiresAt === undef
 
 const expiryAt = (now: number, ttl: number | undefined): number | undefined => (ttl === undefined ? undefined : now + ttl)
 
-export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
+export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
+  /** Ends every subscription (the store's scope closes): watchers are told, as on PostgreSQL. */
+  readonly close: Effect.Effect<void>
+} => {
   const map = new Map<string, Entry>()
   const lock = makeKeyedLock()
   const trackUse = maxEntries !== undefined
@@ -281,14 +285,33 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
     return Effect.forever(Effect.andThen(sweepExpired, Effect.flatMap(nextWait, Effect.sleep)))
   })
 
+  const queues = new Set<Queue.Queue<DriverChange, Cause.Done>>()
+  let closed = false
+
+  const close = Effect.suspend(() => {
+    closed = true
+    return Effect.forEach(Array.from(queues), (queue) => Queue.end(queue), { discard: true })
+  })
+
   const changes: Driver["changes"] = Effect.gen(function*() {
-    const queue = yield* Queue.unbounded<DriverChange>()
+    if (closed) return yield* Effect.fail(new DriverError({ reason: "Backend", message: "the store was closed: its change feed is gone" }))
+    const queue = yield* Queue.unbounded<DriverChange, Cause.Done>()
     const listener = (key: string): void => {
       Queue.offerUnsafe(queue, { _tag: "Changed", key })
     }
     yield* Effect.acquireRelease(
-      Effect.sync(() => listeners.add(listener)),
-      () => Effect.andThen(Effect.sync(() => listeners.delete(listener)), Queue.shutdown(queue))
+      Effect.sync(() => {
+        listeners.add(listener)
+        queues.add(queue)
+      }),
+      () =>
+        Effect.andThen(
+          Effect.sync(() => {
+            listeners.delete(listener)
+            queues.delete(queue)
+          }),
+          Queue.shutdown(queue)
+        )
     )
     // forked from the acquire's uninterruptible region: made interruptible so the scope can end it
     yield* Effect.forkScoped(Effect.interruptible(reportExpiries))
@@ -298,6 +321,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver => {
   return {
     name: "MemoryStore",
     changes,
+    close,
     lock,
     get,
     set: (key, value, ttl) => writeStep(key, (now) => put(key, { value, expiresAt: expiryAt(now, ttl) })),
