@@ -26,7 +26,7 @@ import { inject } from "vitest"
 import * as KvStore from "../src/KvStore.js"
 import { keyHash } from "../src/core/hash.js"
 import { MAX_KEY_BYTES } from "../src/core/key.js"
-import { NOTIFY_PAYLOAD_BYTES, notifyChannel, syncPayload, syncTokenOf } from "../src/core/postgresSql.js"
+import { EXPIRED_PER_POLL, NOTIFY_PAYLOAD_BYTES, notifyChannel, syncPayload, syncTokenOf } from "../src/core/postgresSql.js"
 import { sleepReal, within } from "../src/internal/conformanceHelpers.js"
 import * as PostgresStore from "../src/PostgresStore.js"
 import { LISTEN_TIMEOUT_MILLIS } from "../src/internal/postgres/changes.js"
@@ -371,6 +371,28 @@ describe("PostgresStore change feed", () => {
       yield* until(watcher, "brief")
       yield* until(watcher, "none")
       console.log(`expiry of a 300 ms entry reported after ${(performance.now() - written).toFixed(0)} ms`)
+    }))
+
+  it.live("more entries expiring at once than one poll reads: watchPrefix is told to resync, never a silent gap", () =>
+    Effect.gen(function*() {
+      const table = freshTable()
+      const a = yield* instance({ table, notifyChanges: true }, "watch-test-a")
+      const prefix = yield* collect(a.watchPrefix("many/"))
+      // wait until the prefix watcher is live: it hears a marker key
+      let live = false
+      while (!live) {
+        yield* a.set("many/marker", bytes("m"))
+        yield* sleepReal(20)
+        live = (yield* prefix.taken).length > 0
+      }
+      // written by an instance that does not notify: only the expiry poll can tell of these entries
+      const quiet = yield* instance({ table, notifyChanges: false }, "watch-test-quiet")
+      const many = Array.from({ length: EXPIRED_PER_POLL + 1 }, (_, i) => [`many/${i}`, bytes("x")] as const)
+      // a TTL longer than the batch's transaction: an entry committed after it expired is not a poll's to see
+      yield* quiet.setMany(many, "2 seconds")
+      // the poll finds more than it reads: every watcher hears "anything may have changed"
+      const ended = yield* prefix.end
+      assert.include(Cause.pretty(ended), "resync")
     }))
 
   it.live("notifyChanges: false: watch and watchPrefix fail with InvalidArgument naming the option", () =>

@@ -47,6 +47,13 @@ export const prefixUpperBound = (prefix: string): string | undefined => {
 const lockId = (purpose: string, schema: string, table: string): string =>
   keyHash(`effect-kv:${purpose}:${schema}.${table}`).toString()
 
+/**
+ * The most expired keys one expiry poll of a change feed reads, plus one: a poll
+ * that finds more reports "anything may have changed" (the feed's bound on
+ * waiting keys, `MAX_PENDING_KEYS`, is the same) instead of loading them all.
+ */
+export const EXPIRED_PER_POLL = 10_000
+
 /** The payload limit of `pg_notify` (bytes); a key notified must fit (see `MAX_KEY_BYTES` in key.ts: 2048). */
 export const NOTIFY_PAYLOAD_BYTES = 7999
 
@@ -307,8 +314,8 @@ export const makeStatements = (options: {
     channel,
     // `expires_at > $1` on the partial index; now() once, carried to the next poll as exact text
     expiredSince: `SELECT c.at::text AS at, e.key FROM (SELECT now() AS at) c LEFT JOIN LATERAL (` +
-      `SELECT key FROM ${t} WHERE $1::timestamptz IS NOT NULL AND expires_at > $1::timestamptz AND expires_at <= c.at` +
-      `) e ON true`,
+      `SELECT key FROM ${t} WHERE $1::timestamptz IS NOT NULL AND expires_at > $1::timestamptz AND expires_at <= c.at ` +
+      `LIMIT ${EXPIRED_PER_POLL + 1}) e ON true`,
     quotedSchema: quote(schema),
     tableExists: `SELECT to_regclass($1) IS NOT NULL AS present, to_regnamespace($2) IS NOT NULL AS hasschema`,
     createSchema: `CREATE SCHEMA IF NOT EXISTS ${quote(schema)}`,

@@ -49,11 +49,11 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { DriverChange } from "../../KvDriver.js"
 import { DriverError } from "../../KvStore.js"
-import { syncPayload, syncTokenOf } from "../../core/postgresSql.js"
+import { EXPIRED_PER_POLL, syncPayload, syncTokenOf } from "../../core/postgresSql.js"
 import type { Row } from "./connection.js"
 
 /** Distinct keys waiting for a slow consumer before the feed gives up on them for `Lost` + `Resumed`. */
-export const MAX_PENDING_KEYS = 10_000
+export const MAX_PENDING_KEYS = EXPIRED_PER_POLL
 
 /** The longest a subscriber waits for the pool (once per store) or for its LISTEN connection (milliseconds). */
 export const LISTEN_TIMEOUT_MILLIS = 10_000
@@ -360,7 +360,13 @@ export const makeChangeFeed = (options: ChangeFeedOptions): {
           sleepReal(EXPIRY_POLL_MILLIS),
           Effect.suspend(() => onPool(expiredSince, [last])).pipe(
             Effect.map((rows) => {
-              for (const row of rows) if (typeof row["key"] === "string") pending.changed(row["key"])
+              if (rows.length > EXPIRED_PER_POLL) {
+                // more expired than one poll reads: the rest would be skipped, so say "anything may have changed"
+                pending.lost()
+                pending.resumed()
+              } else {
+                for (const row of rows) if (typeof row["key"] === "string") pending.changed(row["key"])
+              }
               if (rows[0]?.["at"] !== undefined) last = rows[0]["at"]
             }),
             Effect.catchAllCause((cause) => Effect.logDebug("effect-kv: the change feed's expiry poll failed", cause))
