@@ -45,7 +45,7 @@ export const BATCH = 1000
  * writers while it runs (it is one statement per 1000 keys).
  *
  * Not escalated (yet): statements that each hold up to `BATCH` key locks only
- * until they end — the coalesced set/increment statements (try-locks; at most
+ * until they end — the coalesced set/increment/delete statements (try-locks; at most
  * `inFlightBudget` of them per pool), `deleteMany` per 1000 keys and
  * `deletePrefix` per 1000 rows. One pool of 10 holds at most about 10,000 at
  * once only if all of them run such statements together; inside a caller's
