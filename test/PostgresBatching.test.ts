@@ -144,11 +144,14 @@ describe("PostgresStore request batching", () => {
       yield* a.store.setMany(Array.from({ length: 40 }, (_, i) => [`live/${i}`, bytes(`v${i}`)] as const))
       yield* Effect.forEach(Array.from({ length: 10 }, (_, i) => i), (i) => a.store.set(`gone/${i}`, bytes("x"), "1 millis"))
       yield* sleep(50)
-      // every removal is announced on the table's channel: listen before deleting
-      const notified = yield* Effect.fork(
-        b.pg.listen(notifyChannel("public", table)).pipe(Stream.take(41), Stream.runCollect)
-      )
-      yield* sleep(100)
+      // every removal is announced on the table's channel: listening (a probe heard) before deleting
+      const channel = notifyChannel("public", table)
+      const heard: Array<string> = []
+      yield* Effect.forkScoped(b.pg.listen(channel).pipe(Stream.runForEach((key) => Effect.sync(() => heard.push(key)))))
+      yield* Effect.repeat(
+        Effect.zipRight(a.sql.unsafe(`SELECT pg_notify('${channel}', 'probe')`), Effect.sync(() => heard.includes("probe"))),
+        { until: (ok) => ok, schedule: Schedule.spaced("20 millis") }
+      ).pipe(bounded(10_000, "the LISTEN"))
       // live/0 is being updated by the other instance while the deletes start: its deletes must wait
       const inside = yield* Deferred.make<void>()
       const release = yield* Deferred.make<void>()
@@ -163,12 +166,12 @@ describe("PostgresStore request batching", () => {
         ...Array.from({ length: 40 }, (_, i) => `live/${39 - i}`)
       ]
       // each key deleted 10 times, 5 on each pool, interleaved
+      let released = false
       const calls = Array.from({ length: 600 }, (_, n) => {
         const key = keys[n % keys.length]!
         const store = Math.floor(n / keys.length) % 2 === 0 ? a.store : b.store
         return Effect.map(store.delete(key), (removed) => [key, removed, released] as const)
       })
-      let released = false
       const deleting = yield* Effect.fork(Effect.all(calls, { concurrency: "unbounded" }))
       // release the update only once every other live key is gone: the batches holding live/0's deletes have run
       const othersLeft = Effect.map(
@@ -198,7 +201,10 @@ describe("PostgresStore request batching", () => {
       const left = yield* a.store.getMany(keys)
       assert.isTrue(left.every(Option.isNone), "a key survived its deletes")
       // 40 removals and the update's write: each notified (the update's first, as it committed first)
-      const keysNotified = Array.from(yield* Fiber.join(notified).pipe(bounded(10_000, "the notifications")))
+      const notified = Effect.sync(() => heard.filter((key) => key !== "probe"))
+      yield* Effect.repeat(notified, { until: (keys) => keys.length >= 41, schedule: Schedule.spaced("20 millis") })
+        .pipe(bounded(10_000, "the notifications"))
+      const keysNotified = yield* notified
       assert.deepStrictEqual(
         keysNotified.slice().sort(),
         [...Array.from({ length: 40 }, (_, i) => `live/${i}`), "live/0"].sort()
