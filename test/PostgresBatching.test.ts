@@ -15,9 +15,12 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
+import * as Stream from "effect/Stream"
 import { randomUUID } from "node:crypto"
 import { inject } from "vitest"
 import * as KvStore from "../src/KvStore.js"
+import { notifyChannel } from "../src/core/postgresSql.js"
 import * as PostgresStore from "../src/PostgresStore.js"
 
 const databaseUrl = inject("databaseUrl")
@@ -31,7 +34,11 @@ const pg = (maxConnections: number) =>
 const instance = (options: PostgresStore.Options, maxConnections: number) =>
   Effect.map(
     Layer.build(Layer.provideMerge(PostgresStore.layer(options), pg(maxConnections))),
-    (ctx) => ({ store: Context.get(ctx, KvStore.KvStore), sql: Context.get(ctx, SqlClient.SqlClient) })
+    (ctx) => ({
+      store: Context.get(ctx, KvStore.KvStore),
+      sql: Context.get(ctx, SqlClient.SqlClient),
+      pg: Context.get(ctx, PgClient.PgClient)
+    })
   )
 
 const encoder = new TextEncoder()
@@ -126,6 +133,82 @@ describe("PostgresStore request batching", () => {
       assert.strictEqual(text(yield* Fiber.join(updating)), "from update")
       yield* Fiber.join(settingA).pipe(bounded(5000, "the sets of A after the update"))
       assert.strictEqual(text(yield* writer.store.get("A")), "from set")
+    }))
+
+  it.scopedLive("600 concurrent deletes of 60 keys on two pools of 2: one true per live key, an update in flight waited for, each removal notified", () =>
+    Effect.gen(function*() {
+      const table = freshTable("batch_delete")
+      const a = yield* instance({ table, notifyChanges: true }, 2)
+      const b = yield* instance({ table, createTable: false, notifyChanges: true }, 2)
+      // live/0..39 live, gone/0..9 expired (the database's clock), missing/0..9 never written
+      yield* a.store.setMany(Array.from({ length: 40 }, (_, i) => [`live/${i}`, bytes(`v${i}`)] as const))
+      yield* Effect.forEach(Array.from({ length: 10 }, (_, i) => i), (i) => a.store.set(`gone/${i}`, bytes("x"), "1 millis"))
+      yield* sleep(50)
+      // every removal is announced on the table's channel: listening (a probe heard) before deleting
+      const channel = notifyChannel("public", table)
+      const heard: Array<string> = []
+      yield* Effect.forkScoped(b.pg.listen(channel).pipe(Stream.runForEach((key) => Effect.sync(() => heard.push(key)))))
+      yield* Effect.repeat(
+        Effect.zipRight(a.sql.unsafe(`SELECT pg_notify('${channel}', 'probe')`), Effect.sync(() => heard.includes("probe"))),
+        { until: (ok) => ok, schedule: Schedule.spaced("20 millis") }
+      ).pipe(bounded(10_000, "the LISTEN"))
+      // live/0 is being updated by the other instance while the deletes start: its deletes must wait
+      const inside = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const updating = yield* Effect.fork(b.store.update("live/0", () =>
+        Deferred.succeed(inside, undefined).pipe(Effect.zipRight(Deferred.await(release)), Effect.as(bytes("updated")))))
+      yield* Deferred.await(inside).pipe(bounded(5000, "the update's start"))
+      // live/0 last: its deletes on pool A (B's wait in B's front, behind B's update) queue behind
+      // missing/0's, which alone takes A's statement slot, so they go out in batches
+      const keys = [
+        ...Array.from({ length: 10 }, (_, i) => `missing/${i}`),
+        ...Array.from({ length: 10 }, (_, i) => `gone/${i}`),
+        ...Array.from({ length: 40 }, (_, i) => `live/${39 - i}`)
+      ]
+      // each key deleted 10 times, 5 on each pool, interleaved
+      let released = false
+      const calls = Array.from({ length: 600 }, (_, n) => {
+        const key = keys[n % keys.length]!
+        const store = Math.floor(n / keys.length) % 2 === 0 ? a.store : b.store
+        return Effect.map(store.delete(key), (removed) => [key, removed, released] as const)
+      })
+      const deleting = yield* Effect.fork(Effect.all(calls, { concurrency: "unbounded" }))
+      // release the update only once every other live key is gone: the batches holding live/0's deletes have run
+      const othersLeft = Effect.map(
+        a.sql.unsafe<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE key LIKE 'live/%' AND key <> 'live/0'`),
+        (rows) => rows[0]!.n
+      )
+      yield* Effect.repeat(othersLeft, { until: (n) => n === 0, schedule: Schedule.spaced("20 millis") }).pipe(
+        bounded(30_000, "the deletes of the other keys")
+      )
+      released = true
+      yield* Deferred.succeed(release, undefined)
+      assert.strictEqual(text(yield* Fiber.join(updating)), "updated")
+      const answers = yield* Fiber.join(deleting).pipe(bounded(30_000, "600 deletes"))
+      const trues = new Map<string, number>()
+      for (const [key, removed, afterRelease] of answers) {
+        if (removed) trues.set(key, (trues.get(key) ?? 0) + 1)
+        // a delete of live/0 waits for its update: none is answered while the update holds the key
+        if (key === "live/0") assert.isTrue(afterRelease, "a delete of live/0 was answered while its update was in flight")
+      }
+      assert.deepStrictEqual(
+        keys.filter((key) => trues.has(key)),
+        keys.filter((key) => key.startsWith("live/")),
+        "exactly the live keys were removed"
+      )
+      for (const [key, count] of trues) assert.strictEqual(count, 1, `${key}: ${count} deletes answered true`)
+      // nothing survives: the update's value was written, then deleted (never skipped)
+      const left = yield* a.store.getMany(keys)
+      assert.isTrue(left.every(Option.isNone), "a key survived its deletes")
+      // 40 removals and the update's write: each notified (the update's first, as it committed first)
+      const notified = Effect.sync(() => heard.filter((key) => key !== "probe"))
+      yield* Effect.repeat(notified, { until: (keys) => keys.length >= 41, schedule: Schedule.spaced("20 millis") })
+        .pipe(bounded(10_000, "the notifications"))
+      const keysNotified = yield* notified
+      assert.deepStrictEqual(
+        keysNotified.slice().sort(),
+        [...Array.from({ length: 40 }, (_, i) => `live/${i}`), "live/0"].sort()
+      )
     }))
 
   it.scopedLive("interrupting some waiting callers leaves the others' answers and the pool intact", () =>

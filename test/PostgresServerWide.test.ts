@@ -193,6 +193,44 @@ describe("PostgresStore: a write whose answer was lost is never re-run (a server
       assert.isAbove(unknown, 1, "no batch's answer was lost: the test proved nothing")
     }), 120_000)
 
+  it.scopedLive("80 coalesced deletes of 80 live keys, their commits' answers lost: each true or 'outcome is unknown', never false", () =>
+    Effect.gen(function*() {
+      const app = fresh("effect-kv-unknown")
+      // a pool of 4: one coalesced statement in flight at a time, the rest wait and go out together
+      const store = yield* instance(fresh("kv_unknown"), 4, app)
+      const keys = Array.from({ length: 80 }, (_, k) => `d/${k}`)
+      yield* store.setMany(keys.map((key) => [key, bytes("v")] as const))
+
+      const exits = yield* inWindow(Effect.gen(function*() {
+        const callers = yield* Effect.forEach(keys, (key) => Effect.fork(Effect.exit(store.delete(key))), {
+          concurrency: "unbounded"
+        })
+        // kill what waits for the standby: first the lone statement, then the batch behind it
+        let kills = 0
+        const allDone = Effect.map(Effect.forEach(callers, Fiber.poll), (polls) => polls.every(Option.isSome))
+        for (let i = 0; i < 1000 && kills < 2 && !(yield* allDone); i++) {
+          yield* sleep(20)
+          kills += (yield* killWaitingCommits(app)) > 0 ? 1 : 0
+        }
+        assert.isAbove(kills, 0, "no statement was seen waiting for the standby")
+        return callers
+      })).pipe(Effect.flatMap((callers) => Effect.forEach(callers, Fiber.join)), bounded(60_000, "the deletes"))
+
+      let unknown = 0
+      for (const [i, exit] of exits.entries()) {
+        // a re-run batch would find its keys already gone and answer false
+        if (Exit.isSuccess(exit)) assert.isTrue(exit.value, `${keys[i]}: its delete answered false`)
+        else {
+          unknown++
+          assertOutcomeUnknown(exit, "delete")
+        }
+      }
+      // every acknowledged delete removed its key; the lost ones committed before their answers were lost
+      const left = yield* store.getMany(keys)
+      assert.isTrue(left.every(Option.isNone), "a key survived its delete")
+      assert.isAbove(unknown, 1, "no batch's answer was lost: the test proved nothing")
+    }), 120_000)
+
   it.scopedLive("single writes whose commit's answer is lost: KvError 'outcome is unknown', written once, not re-run", () =>
     Effect.gen(function*() {
       const app = fresh("effect-kv-unknown")

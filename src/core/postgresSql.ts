@@ -189,6 +189,11 @@ export interface Statements {
   readonly deleteManyIfFree: string
   /** $1 keys text[] → deleted; inside a transaction holding the keys' locks */
   readonly deleteManyLocked: string
+  /**
+   * $1 key_hashes bigint[], $2 keys text[] (distinct) → key, free, deleted per key: coalesced
+   * `delete` calls, each key deleted only when no update of it is in flight (free)
+   */
+  readonly deleteEachIfFree: string
   /** $1 key_hashes bigint[]: their locks in key_hash order, until the transaction ends */
   readonly lockKeys: string
   /** BEGIN and the keys' locks in key_hash order, in one round trip (our own integers, not user text) */
@@ -444,6 +449,13 @@ export const makeStatements = (options: {
     deleteManyIfFree: `WITH l AS MATERIALIZED (${tryLockAll("unnest($1::bigint[])")}), ` +
       `d AS (DELETE FROM ${t} t USING l WHERE l.free AND t.key = ANY($2::text[]) AND ${live("now()", "t.")} RETURNING t.key) ` +
       `SELECT l.free AS free, ${countOf("d")}::int AS deleted FROM l`,
+    // like deleteManyIfFree, answering per key: a key whose lock is held is left for its caller to wait alone.
+    // Try-locks never wait, yet they are taken in key-hash order (the driver sorts) like every multi-key lock.
+    deleteEachIfFree: `WITH l AS MATERIALIZED (SELECT u.h, u.k, pg_try_advisory_xact_lock(u.h) AS free ` +
+      `FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS u(h, k, i) ORDER BY u.i), ` +
+      `d AS (DELETE FROM ${t} t USING l WHERE l.free AND t.key = l.k AND ${live("now()", "t.")} RETURNING t.key) ` +
+      `SELECT l.k AS key, l.free AS free, (d.key IS NOT NULL) AS deleted, ${countOf("d")}::int AS notified ` +
+      `FROM l LEFT JOIN d ON d.key = l.k`,
     deleteManyLocked: `WITH d AS (DELETE FROM ${t} WHERE key = ANY($1::text[]) AND ${live("clock_timestamp()")} RETURNING key) ` +
       `SELECT ${countOf("d")}::int AS deleted`,
     lockKeys: lockAll("pg_advisory_xact_lock", "unnest($1::bigint[])"),
