@@ -49,7 +49,7 @@ export const BATCH = 1000
  * writers while it runs (it is one statement per 1000 keys).
  *
  * Not escalated (yet): statements that each hold up to `BATCH` key locks only
- * until they end — the coalesced set/increment statements (try-locks; at most
+ * until they end — the coalesced set/increment/delete statements (try-locks; at most
  * `inFlightBudget` of them per pool), `deleteMany` per 1000 keys and
  * `deletePrefix` per 1000 rows. One pool of 10 holds at most about 10,000 at
  * once only if all of them run such statements together; inside a caller's
@@ -399,12 +399,51 @@ export const makeDriver = (
         ? Effect.andThen(run(statements.lockKey, [hash]), run(statement, params))
         : ownTransaction([statements.lockKey, [hash]], run(statement, params)))
 
-  const delete_ = (key: string) => {
+  const deleteWith = (runner: typeof run) => (key: string) => {
     const hash = hashOf(key)
     return backend(
-      unlessLocked(run(statements.deleteIfFree, [hash, key]), (h) => afterLock(h, statements.deleteLocked, [key]), hash)
+      unlessLocked(runner(statements.deleteIfFree, [hash, key]), (h) => afterLock(h, statements.deleteLocked, [key]), hash)
     ).pipe(Effect.map((row) => Number(row?.["deleted"] ?? 0) > 0))
   }
+
+  /**
+   * Deletes of keys whose lock they get without waiting go out together; a
+   * key whose update is in flight comes back `RETRY` and its caller waits
+   * alone, as `delete` does. Two queued deletes of one key are concurrent
+   * calls: the first answers whether it removed the entry, the later ones
+   * `false` (it was gone once the first had removed it).
+   */
+  const deleteLane = coalescer.lane<string, boolean, DriverError>({
+    one: (key) =>
+      backend(Effect.map(
+        onPool(statements.deleteIfFree, [hashOf(key), key]),
+        (rows) => (rows[0]?.["free"] === true ? Number(rows[0]["deleted"] ?? 0) > 0 : RETRY)
+      )),
+    alone: (key) => waitingWrites.withLock(key, deleteWith(onPool)(key)),
+    batchFailed: writeBatchFailed,
+    maxItems: BATCH,
+    many: (keys) => {
+      const sorted = distinctKeys(keys, (key) => key).map((key) => ({ key, hash: keyHash(key) })).sort(byHash)
+      return Effect.map(
+        backend(onPool(statements.deleteEachIfFree, [sorted.map((e) => e.hash.toString()), sorted.map((e) => e.key)])),
+        (rows) => {
+          const outcome = new Map<string, boolean | Retry>()
+          for (const row of rows) outcome.set(String(row["key"]), row["free"] === true ? row["deleted"] === true : RETRY)
+          const answered = new Set<string>()
+          return keys.map((key) => {
+            const result = outcome.get(key) ?? RETRY
+            if (result === RETRY) return RETRY
+            // a later delete of the same key in the batch found it already gone
+            const first = !answered.has(key)
+            answered.add(key)
+            return Exit.succeed(first && result)
+          })
+        }
+      )
+    }
+  })
+
+  const delete_ = unlessInTransaction(deleteWith(run), deleteLane.run)
 
   const expire = (key: string, ttl: number | undefined) => {
     const hash = hashOf(key)
