@@ -4,18 +4,14 @@
  * expected key order.
  */
 import * as Effect from "effect/Effect"
+import { sleepReal } from "./eventLoop.js"
+
+export { sleepReal }
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
 export const bytes = (text: string): Uint8Array => encoder.encode(text)
 export const text = (value: Uint8Array): string => decoder.decode(value)
-
-/** Waits in real time (not on the TestClock); interruptible, clearing its timer. */
-export const sleepReal = (millis: number): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), millis)
-    return Effect.sync(() => clearTimeout(timer))
-  })
 
 /**
  * Fails the test (instead of hanging until vitest's timeout) when `effect` does

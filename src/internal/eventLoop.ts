@@ -9,3 +9,14 @@ export const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume)
   const handle = setImmediate(() => resume(Effect.void))
   return Effect.sync(() => clearImmediate(handle))
 })
+
+/**
+ * Waits in real time, not on the program's `Clock` (which may be a `TestClock`
+ * that never moves): for connections and other work outside the program.
+ * Interruptible, clearing its timer.
+ */
+export const sleepReal = (millis: number): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    const timer = setTimeout(() => resume(Effect.void), millis)
+    return Effect.sync(() => clearTimeout(timer))
+  })

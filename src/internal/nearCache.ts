@@ -42,6 +42,7 @@ import { REDACTED } from "./errors.js"
 import { serviceChanges, serviceRateLimits, serviceRedactsKeys } from "./front.js"
 import { readBatch } from "./readBatch.js"
 import { decodeDuration, formatDuration } from "./ttl.js"
+import { sleepReal } from "./eventLoop.js"
 
 /** Options of `NearCache.layer` and `make`. */
 export interface NearCacheOptions {
@@ -104,16 +105,6 @@ const checkOptions = (
 
 /** How long the cache waits before subscribing again after its feed failed (reading through meanwhile). */
 const RESUBSCRIBE_AFTER_MILLIS = 1000
-
-/**
- * Waits in real time: the feed's recovery is the connection's business, not
- * the program's `Clock`, which may be a `TestClock` that never moves.
- */
-const sleepReal = (millis: number): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), millis)
-    return Effect.sync(() => clearTimeout(timer))
-  })
 
 const noFeed = (why: string): KvError =>
   KvError.invalidArgument("layer", `A NearCache needs a change feed to know when its copies are stale: ${why}`)

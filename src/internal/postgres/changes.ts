@@ -51,6 +51,7 @@ import type { DriverChange } from "../../KvDriver.js"
 import { DriverError } from "../../KvStore.js"
 import { EXPIRED_PER_POLL, syncPayload, syncTokenOf } from "../../core/postgresSql.js"
 import type { Row } from "./connection.js"
+import { sleepReal } from "../eventLoop.js"
 
 /** Distinct keys waiting for a slow consumer before the feed gives up on them for `Lost` + `Resumed`. */
 export const MAX_PENDING_KEYS = EXPIRED_PER_POLL
@@ -115,13 +116,6 @@ const clientSettings = (config: PgConfig): Record<string, unknown> => ({
   types: config.types,
   keepAlive: true
 })
-
-/** Waits in real time (the connection's business, not the program's `Clock`), clearing its timer when interrupted. */
-const sleepReal = (millis: number): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), millis)
-    return Effect.sync(() => clearTimeout(timer))
-  })
 
 const quoteIdentifier = (name: string): string => `"${name.replaceAll("\"", "\"\"")}"`
 

@@ -49,6 +49,7 @@ import type { DriverChange } from "../../KvDriver.js"
 import { DriverError } from "../../KvStore.js"
 import { EXPIRED_PER_POLL, syncPayload, syncTokenOf } from "../../core/postgresSql.js"
 import type { Row } from "./connection.js"
+import { sleepReal } from "../eventLoop.js"
 
 export type { DriverChange } from "../../KvDriver.js"
 
@@ -82,13 +83,6 @@ const listenOf = (sql: SqlClient.SqlClient): Listen | undefined => {
   const listen = (sql as unknown as { readonly listen?: unknown }).listen
   return typeof listen === "function" ? (listen as Listen) : undefined
 }
-
-/** Waits in real time (the connection's business, not the program's `Clock`), clearing its timer when interrupted. */
-const sleepReal = (millis: number): Effect.Effect<void> =>
-  Effect.callback<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), millis)
-    return Effect.sync(() => clearTimeout(timer))
-  })
 
 /** Changes waiting for the consumer: distinct keys between markers, bounded (see `MAX_PENDING_KEYS`). */
 type Pending = ReturnType<typeof makePending>
