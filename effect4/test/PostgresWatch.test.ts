@@ -389,8 +389,15 @@ describe("PostgresStore change feed", () => {
       // written by an instance that does not notify: only the expiry poll can tell of these entries
       const quiet = yield* instance({ table, notifyChanges: false }, "watch-test-quiet")
       const many = Array.from({ length: EXPIRED_PER_POLL + 1 }, (_, i) => [`many/${i}`, bytes("x")] as const)
-      // a TTL longer than the batch's transaction: an entry committed after it expired is not a poll's to see
-      yield* quiet.setMany(many, "5 seconds")
+      yield* quiet.setMany(many)
+      // then all of them given one expiry by one statement, whose commit comes long before that expiry: an
+      // entry committed after its expiry passed is not a poll's to see, and a 10,001-key batch on a loaded
+      // machine may take seconds between its clock reading and its commit
+      const client = yield* admin
+      yield* query(
+        client,
+        `UPDATE "public"."${table}" SET expires_at = now() + interval '2 seconds' WHERE key LIKE 'many/%' AND key <> 'many/marker'`
+      )
       // the poll finds more than it reads: every watcher hears "anything may have changed"
       const ended = yield* prefix.end
       assert.include(Cause.pretty(ended), "resync")
