@@ -25,6 +25,7 @@
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
@@ -35,7 +36,7 @@ import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "../cor
 import { makeExpiryIndex } from "../core/expiryIndex.js"
 import { yieldToEventLoop } from "./eventLoop.js"
 import { markFinal } from "./finalPage.js"
-import { makeKeyedLock } from "./keyedLock.js"
+import { driversLockingModify, makeKeyedLock } from "./keyedLock.js"
 import { makeLazyOrderedIndex } from "./orderedIndex.js"
 import type { OrderedIndex } from "./orderedIndex.js"
 
@@ -145,13 +146,12 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
    * A write: the lock check and `step` in one synchronous step; when an update
    * of the key is in flight, `step` runs once it is done.
    */
+  // clockWith calls its function when the effect runs: no suspend needed
   const writeStep = <A>(key: string, step: (now: number) => A): Effect.Effect<A, DriverError> =>
     Effect.clockWith((clock) =>
-      Effect.suspend(() =>
-        lock.isLocked(key)
-          ? lock.withLock(key, Effect.sync(() => step(clock.unsafeCurrentTimeMillis())))
-          : Effect.succeed(step(clock.unsafeCurrentTimeMillis()))
-      )
+      lock.isLocked(key)
+        ? lock.withLock(key, Effect.sync(() => step(clock.unsafeCurrentTimeMillis())))
+        : Effect.succeed(step(clock.unsafeCurrentTimeMillis()))
     )
 
   /**
@@ -161,14 +161,12 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
    */
   const batchStep = <A>(sortedKeys: ReadonlyArray<string>, step: (now: number) => A): Effect.Effect<A, DriverError> =>
     Effect.clockWith((clock) =>
-      Effect.suspend(() =>
-        sortedKeys.some(lock.isLocked)
-          ? sortedKeys.reduceRight(
-            (inner: Effect.Effect<A, DriverError>, key) => lock.withLock(key, inner),
-            Effect.sync(() => step(clock.unsafeCurrentTimeMillis()))
-          )
-          : Effect.succeed(step(clock.unsafeCurrentTimeMillis()))
-      )
+      sortedKeys.some(lock.isLocked)
+        ? sortedKeys.reduceRight(
+          (inner: Effect.Effect<A, DriverError>, key) => lock.withLock(key, inner),
+          Effect.sync(() => step(clock.unsafeCurrentTimeMillis()))
+        )
+        : Effect.succeed(step(clock.unsafeCurrentTimeMillis()))
     )
 
   /** Removes `key`; whether its entry was live. */
@@ -217,19 +215,37 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
     put(key, { value: write.value, expiresAt })
   }
 
-  // clockWith calls its function when the effect runs: no suspend needed
-  const modify: Driver["modify"] = (key, f) =>
-    Effect.clockWith((clock) => {
-      const now = clock.unsafeCurrentTimeMillis()
-      const before = live(key, now)
-      const current: Option.Option<LiveEntry> = before === undefined
-        ? Option.none()
-        : Option.some({ value: before.value, expiresIn: before.expiresAt === undefined ? undefined : before.expiresAt - now })
-      return Effect.map(f(current), ([result, write]) => {
-        apply(key, write, before, clock.unsafeCurrentTimeMillis())
-        return result
+  /**
+   * Takes the key's lock itself (the front does not: see `driversLockingModify`):
+   * the read, `f` and, when `f` decides at once (its effect an `Exit`, as the
+   * front's is for an update function that returns `Effect.succeed`), the
+   * write run in one synchronous step that needs no lock. Otherwise the lock,
+   * taken in that same step, is held until `f`'s effect is done and written.
+   */
+  const modify = <A, E, R>(
+    key: string,
+    f: (current: Option.Option<LiveEntry>) => Effect.Effect<readonly [A, Write], E, R>
+  ): Effect.Effect<A, E | DriverError, R> =>
+    Effect.clockWith((clock) =>
+      lock.withLockedStep(key, (): Effect.Effect<A, E, R> => {
+        const now = clock.unsafeCurrentTimeMillis()
+        const before = live(key, now)
+        const current: Option.Option<LiveEntry> = before === undefined
+          ? Option.none()
+          : Option.some({ value: before.value, expiresIn: before.expiresAt === undefined ? undefined : before.expiresAt - now })
+        const decided = f(current)
+        if (Exit.isExit(decided)) {
+          const done = decided as Exit.Exit<readonly [A, Write], E>
+          if (Exit.isFailure(done)) return Exit.failCause(done.cause)
+          apply(key, done.value[1], before, now)
+          return Exit.succeed(done.value[0])
+        }
+        return Effect.map(decided, ([result, write]) => {
+          apply(key, write, before, clock.unsafeCurrentTimeMillis())
+          return result
+        })
       })
-    })
+    )
 
   /**
    * Removes expired entries in slices, yielding between them, so a huge map
@@ -317,7 +333,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
     return Stream.fromQueue(queue)
   })
 
-  return {
+  const driver: Driver & { readonly close: Effect.Effect<void> } = {
     name: "MemoryStore",
     changes,
     close,
@@ -423,4 +439,6 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
         return true
       })
   }
+  driversLockingModify.add(driver)
+  return driver
 }
