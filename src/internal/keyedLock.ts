@@ -107,7 +107,7 @@ const currentHolds = globalValue(
 type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 
 /** The fiber runtime's own FiberRef access: synchronous, no effect per read or write. */
-interface FiberWithRefs {
+export interface FiberWithRefs {
   getFiberRef<X>(fiberRef: FiberRef.FiberRef<X>): X
   setFiberRef<X>(fiberRef: FiberRef.FiberRef<X>, value: X): void
 }
@@ -134,9 +134,13 @@ export interface KeyedLock {
    * runs. While `step` runs, `isLocked(key)` is true: a write of the key
    * started from inside it waits until the step and its effect are done.
    * Called while the current fiber already holds `key` (a caller that took
-   * the lock itself), `step` runs inside that hold.
+   * the lock itself), `step` runs inside that hold. `step` is given the
+   * running fiber, to read its services without another effect.
    */
-  readonly withLockedStep: <A, E, R>(key: string, step: () => Effect.Effect<A, E, R>) => Effect.Effect<A, E | DriverError, R>
+  readonly withLockedStep: <A, E, R>(
+    key: string,
+    step: (fiber: FiberWithRefs) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | DriverError, R>
 }
 
 /**
@@ -298,22 +302,24 @@ export const makeKeyedLock = (options?: KeyedLockOptions): KeyedLock => {
     key: string,
     existing: Lock,
     restore: Restore,
-    body: () => Effect.Effect<A, E, R>,
+    body: (fiber: FiberWithRefs) => Effect.Effect<A, E, R>,
     reentrant: boolean
   ): Effect.Effect<A, E | DriverError, R> => {
     // only a fiber that holds a lock (its own holds come first in its cell) can close a cycle
     const cell = fiber.getFiberRef(currentHolds)
     const holding = cell.owner === fiber && cell.holds !== undefined && cell.holds.cell === cell
     if (holding) {
-      if (reentrant && existing.holder !== undefined && existing.holder.cell === cell) return restore(Effect.suspend(body))
+      if (reentrant && existing.holder !== undefined && existing.holder.cell === cell) {
+        return restore(Effect.suspend(() => body(fiber)))
+      }
       const chain = cycleBack(cell, existing)
       if (chain !== undefined) return Effect.fail(deadlock(key, chain))
-      if (holdersWaitInDriver) return restore(Effect.suspend(body))
+      if (holdersWaitInDriver) return restore(Effect.suspend(() => body(fiber)))
     }
     return Effect.zipRight(
       waitFor(key, existing, restore, holding ? cell : undefined),
       // `body` is called inside the hold: should it throw, the hold still ends
-      Effect.suspend(() => hold(fiber, key, existing, restore(Effect.suspend(body))))
+      Effect.suspend(() => hold(fiber, key, existing, restore(Effect.suspend(() => body(fiber)))))
     )
   }
 
@@ -331,7 +337,10 @@ export const makeKeyedLock = (options?: KeyedLockOptions): KeyedLock => {
       })
     )
 
-  const withLockedStep = <A, E, R>(key: string, step: () => Effect.Effect<A, E, R>): Effect.Effect<A, E | DriverError, R> =>
+  const withLockedStep = <A, E, R>(
+    key: string,
+    step: (fiber: FiberWithRefs) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | DriverError, R> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.withFiberRuntime((fiber) => {
         const runtime = fiber as unknown as FiberWithRefs
@@ -343,7 +352,7 @@ export const makeKeyedLock = (options?: KeyedLockOptions): KeyedLock => {
         stepping = key
         let effect: Effect.Effect<A, E, R>
         try {
-          effect = step()
+          effect = step(runtime)
         } catch (defect) {
           effect = Effect.die(defect)
         } finally {

@@ -23,6 +23,9 @@
  * expired entries at the next expiry in the index (at least once a second,
  * on the Effect `Clock`), so an expiry is reported within about a second.
  */
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as DefaultServices from "effect/DefaultServices"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -226,26 +229,26 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
     key: string,
     f: (current: Option.Option<LiveEntry>) => Effect.Effect<readonly [A, Write], E, R>
   ): Effect.Effect<A, E | DriverError, R> =>
-    Effect.clockWith((clock) =>
-      lock.withLockedStep(key, (): Effect.Effect<A, E, R> => {
-        const now = clock.unsafeCurrentTimeMillis()
-        const before = live(key, now)
-        const current: Option.Option<LiveEntry> = before === undefined
-          ? Option.none()
-          : Option.some({ value: before.value, expiresIn: before.expiresAt === undefined ? undefined : before.expiresAt - now })
-        const decided = f(current)
-        if (Exit.isExit(decided)) {
-          const done = decided as Exit.Exit<readonly [A, Write], E>
-          if (Exit.isFailure(done)) return Exit.failCause(done.cause)
-          apply(key, done.value[1], before, now)
-          return Exit.succeed(done.value[0])
-        }
-        return Effect.map(decided, ([result, write]) => {
-          apply(key, write, before, clock.unsafeCurrentTimeMillis())
-          return result
-        })
+    lock.withLockedStep(key, (fiber): Effect.Effect<A, E, R> => {
+      // the fiber's Clock read directly: Effect.clockWith would be one more effect per call
+      const clock = Context.get(fiber.getFiberRef(DefaultServices.currentServices), Clock.Clock)
+      const now = clock.unsafeCurrentTimeMillis()
+      const before = live(key, now)
+      const current: Option.Option<LiveEntry> = before === undefined
+        ? Option.none()
+        : Option.some({ value: before.value, expiresIn: before.expiresAt === undefined ? undefined : before.expiresAt - now })
+      const decided = f(current)
+      if (Exit.isExit(decided)) {
+        const done = decided as Exit.Exit<readonly [A, Write], E>
+        if (Exit.isFailure(done)) return Exit.failCause(done.cause)
+        apply(key, done.value[1], before, now)
+        return Exit.succeed(done.value[0])
+      }
+      return Effect.map(decided, ([result, write]) => {
+        apply(key, write, before, clock.unsafeCurrentTimeMillis())
+        return result
       })
-    )
+    })
 
   /**
    * Removes expired entries in slices, yielding between them, so a huge map
