@@ -23,6 +23,13 @@
  * uncontended path pays nothing. It sees the waits of this process's locks
  * only (any instance of `makeKeyedLock`): a fiber blocked elsewhere (joining
  * a child, on a database lock) ends the chain, and such a cycle is not seen.
+ *
+ * A read-modify-write that decides at once needs no lock at all:
+ * `withLockedStep` runs its synchronous step (read, decide, write) when the
+ * key is free, and takes the lock only when the step leaves an effect still
+ * to run — in that same step, so no writer can come between the read and the
+ * write. No other fiber runs during a synchronous step; a write started from
+ * inside it (`Effect.runFork`) finds the key locked and waits.
  */
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"

@@ -147,9 +147,9 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
 
   /**
    * A write: the lock check and `step` in one synchronous step; when an update
-   * of the key is in flight, `step` runs once it is done.
+   * of the key is in flight, `step` runs once it is done. (`clockWith` calls
+   * its function when the effect runs: no `Effect.suspend` needed.)
    */
-  // clockWith calls its function when the effect runs: no suspend needed
   const writeStep = <A>(key: string, step: (now: number) => A): Effect.Effect<A, DriverError> =>
     Effect.clockWith((clock) =>
       lock.isLocked(key)
