@@ -4,6 +4,7 @@
  * `npx tsx bench/breakdown-memory.ts` when a memory target is missed.
  */
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import * as Ref from "effect/Ref"
 import { KvStore } from "../src/KvStore.js"
@@ -59,6 +60,11 @@ const sections: Array<[string, Array<Subject>]> = [
     loop("floor", (k) => Effect.map(Ref.get(ref), (m) => m.set(k, { value: m.get(k)!.value, expiresAt: undefined }))),
     loop("+ keyedLock.withLock", (k) =>
       lock.withLock(k, Effect.map(Ref.get(ref), (m) => m.set(k, { value, expiresAt: undefined })))),
+    loop("+ keyedLock.withLockedStep (decided at once)", (k) =>
+      lock.withLockedStep(k, () => {
+        map.set(k, { value, expiresAt: undefined })
+        return Exit.void
+      })),
     loop("+ uninterruptibleMask + ensuring", (k) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.ensuring(restore(Effect.map(Ref.get(ref), (m) => m.set(k, { value, expiresAt: undefined }))), Effect.void))),
