@@ -14,6 +14,7 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
@@ -26,7 +27,7 @@ import { INVALID_STATE, rateLimitRequestProblem, rateLimitStep } from "../core/r
 import type { RateLimit4Answer, RateLimit4Request } from "../core/rateLimit4.js"
 import { makeErrors } from "./errors.js"
 import { makeBatchOperations } from "./frontBatches.js"
-import { makeKeyedLock } from "./keyedLock.js"
+import { driversLockingModify, makeKeyedLock } from "./keyedLock.js"
 import { matchCause } from "./matchCause.js"
 import type { ChangeFeed } from "./watch.js"
 import { makeChangeFeeds } from "./watch.js"
@@ -94,6 +95,19 @@ const isEffect = (value: unknown): boolean => {
   }
 }
 
+/**
+ * An effect that is complete already (`Effect.succeed`, `Effect.fail`: in
+ * Effect 4 these are `Exit` values themselves), so it can be decided without
+ * running it; never throws.
+ */
+const isDone = (effect: Effect.Effect<unknown, unknown, unknown>): effect is Exit.Exit<unknown, unknown> => {
+  try {
+    return Exit.isExit(effect)
+  } catch {
+    return false
+  }
+}
+
 const decodeOptions = (
   options: MakeOptions | undefined
 ): Effect.Effect<{ readonly redactKeys: boolean; readonly interval: Duration.Duration | undefined }, KvError> => {
@@ -132,6 +146,8 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
   const lock: KeyedLock = driver.lock ?? makeKeyedLock({ holdersWaitInDriver: true })
   /** With its own lock the driver makes its writes wait; otherwise the front does. */
   const frontWaits = driver.lock === undefined
+  /** The driver takes its lock in `modify` itself, deciding in one step without it when it can (see `withLockedStep`). */
+  const driverLocksModify = driver.lock !== undefined && driversLockingModify.has(driver)
 
   const errors = makeErrors(driver.name, redactKeys)
   const {
@@ -183,7 +199,7 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
     guard(
       op,
       key,
-      Effect.catchCause(lock.withLock(key, driver.modify(key, f)), (cause) => {
+      Effect.catchCause(driverLocksModify ? driver.modify(key, f) : lock.withLock(key, driver.modify(key, f)), (cause) => {
         if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
         const failure = Cause.findErrorOption(cause)
         if (Option.isSome(failure)) {
@@ -245,6 +261,22 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
       return write("delete", key, backend("delete", key, driver.delete(key)))
     })
 
+  /** What an update writes of the function's result `next`: a copy of it, or a refusal when it is not a value. */
+  const written = (
+    key: string,
+    next: unknown,
+    millis: number | undefined
+  ): Exit.Exit<readonly [Uint8Array, Write], Refusal> => {
+    const problem = valueProblem(next)
+    if (problem !== undefined) {
+      return Exit.fail(
+        new Refusal(invalid("update", key, `Invalid value for update: the update function must return ${problem.replace(/^a value must be /, "")}`))
+      )
+    }
+    // the store keeps a copy; the caller gets the function's own array back (one copy, not two)
+    return Exit.succeed([next as Uint8Array, { _tag: "Put", value: copyBytes(next as Uint8Array), ttl: millis }] as const)
+  }
+
   const update = <E = never, R = never>(
     key: string,
     f: (current: Option.Option<Uint8Array>) => Effect.Effect<Uint8Array, E, R>,
@@ -276,16 +308,12 @@ const makeService = (driver: Driver, redactKeys: boolean): Service => {
             ))
           )
         }
-        return matchCause(result as Effect.Effect<unknown, E, R>, functionFailed, (next) => {
-          const problem = valueProblem(next)
-          if (problem !== undefined) {
-            return Effect.fail(
-              new Refusal(invalid("update", key, `Invalid value for update: the update function must return ${problem.replace(/^a value must be /, "")}`))
-            )
-          }
-          // the store keeps a copy; the caller gets the function's own array back (one copy, not two)
-          return Effect.succeed([next as Uint8Array, { _tag: "Put", value: copyBytes(next as Uint8Array), ttl: millis }] as const)
-        })
+        // complete already (Effect.succeed): decided here, in the driver's step, which then needs no lock
+        if (isDone(result as Effect.Effect<unknown, E, R>)) {
+          const done = result as Exit.Exit<unknown, E>
+          return Exit.isSuccess(done) ? written(key, done.value, millis) : Exit.fail(new FunctionFailure(done.cause))
+        }
+        return matchCause(result as Effect.Effect<unknown, E, R>, functionFailed, (next) => written(key, next, millis))
       }) as Effect.Effect<Uint8Array, E | KvError, R>
     })
 

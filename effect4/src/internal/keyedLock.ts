@@ -23,10 +23,18 @@
  * uncontended path pays nothing. It sees the waits of this process's locks
  * only (any instance of `makeKeyedLock`): a fiber blocked elsewhere (joining
  * a child, on a database lock) ends the chain, and such a cycle is not seen.
+ *
+ * A read-modify-write that decides at once needs no lock at all:
+ * `withLockedStep` runs its synchronous step (read, decide, write) when the
+ * key is free, and takes the lock only when the step leaves an effect still
+ * to run — in that same step, so no writer can come between the read and the
+ * write. No other fiber runs during a synchronous step; a write started from
+ * inside it (`Effect.runFork`) finds the key locked and waits.
  */
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import { DriverError } from "../KvDriver.js"
 import { matchCause } from "./matchCause.js"
@@ -109,6 +117,9 @@ type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, 
 
 type AnyFiber = Fiber.Fiber<unknown, unknown>
 
+/** The running fiber, as `withLockedStep` gives it to its step: its context read synchronously (`getRef`), no effect per read. */
+export type FiberWithRefs = AnyFiber
+
 const setHolds = (fiber: AnyFiber, holds: Hold | undefined): void =>
   fiber.setContext(Context.add(fiber.context, CurrentHolds, holds))
 
@@ -125,7 +136,32 @@ export interface KeyedLock {
    * a `Deadlock`) instead of waiting when the wait would close a cycle.
    */
   readonly withLock: <A, E, R>(key: string, effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | DriverError, R>
+  /**
+   * `withLock(key, Effect.suspend(step))`, cheaper when nobody holds `key`:
+   * `step` (synchronous: a read, a decision, maybe a write) then runs at once,
+   * and when the effect it returns is complete already (an `Exit`), nothing
+   * else could have run meanwhile, so no lock is taken at all. Otherwise the
+   * lock is taken in the same synchronous step and held while that effect
+   * runs. While `step` runs, `isLocked(key)` is true: a write of the key
+   * started from inside it waits until the step and its effect are done.
+   * Called while the current fiber already holds `key` (a caller that took
+   * the lock itself), `step` runs inside that hold. `step` is given the
+   * running fiber, to read its services without another effect.
+   */
+  readonly withLockedStep: <A, E, R>(
+    key: string,
+    step: (fiber: FiberWithRefs) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | DriverError, R>
 }
+
+/**
+ * Drivers whose `modify` takes their `lock` itself (with `withLockedStep`), so
+ * the front does not take it first: a modification decided in one synchronous
+ * step then costs no lock. A copy of such a driver (`{ ...driver }`) is not in
+ * the set; the front then takes the lock and the driver's `modify` runs inside
+ * that hold, as `withLockedStep` allows.
+ */
+export const driversLockingModify = new WeakSet<object>()
 
 export interface KeyedLockOptions {
   /**
@@ -147,6 +183,23 @@ export interface KeyedLockOptions {
 export const makeKeyedLock = (options?: KeyedLockOptions): KeyedLock => {
   const holdersWaitInDriver = options?.holdersWaitInDriver === true
   const locks = new Map<string, Lock>()
+  /** The key whose `withLockedStep` step runs now, without an entry in `locks` unless someone asked for it meanwhile. */
+  let stepping: string | undefined
+
+  const isLocked = (key: string): boolean => key === stepping || locks.has(key)
+
+  /**
+   * The lock of `key` when someone holds or waits for it. During the step of
+   * `key` that is the step's lock, made now (holder `undefined`, as between a
+   * hand-over and the next hold): the step holds it, or hands it on, once done.
+   */
+  const lockOf = (key: string): Lock | undefined => {
+    const existing = locks.get(key)
+    if (existing !== undefined || key !== stepping) return existing
+    const lock: Lock = { key, waiters: [], holder: undefined }
+    locks.set(key, lock)
+    return lock
+  }
 
   /** Passes the lock of `key` to the next waiter, or drops it from the table when nobody waits. */
   const release = (key: string, lock: Lock): void => {
@@ -239,27 +292,81 @@ export const makeKeyedLock = (options?: KeyedLockOptions): KeyedLock => {
     return new DriverError({ reason: "Backend", message, cause: new Deadlock({ key, chain, message }) })
   }
 
+  /**
+   * The wait for `existing`, the lock of `key` someone holds, then `body`
+   * holding it; or a `Deadlock` failure when waiting would close a cycle. When
+   * the fiber itself runs inside the current hold of `key` (see
+   * `withLockedStep`), `body` runs inside it.
+   */
+  const afterHolder = <A, E, R>(
+    fiber: FiberWithRefs,
+    key: string,
+    existing: Lock,
+    restore: Restore,
+    body: (fiber: FiberWithRefs) => Effect.Effect<A, E, R>,
+    reentrant: boolean
+  ): Effect.Effect<A, E | DriverError, R> => {
+    // only a fiber that holds a lock (its own holds come first in its context) can close a cycle
+    const cell = cells.get(fiber)
+    const holding = cell !== undefined && fiber.getRef(CurrentHolds)?.cell === cell
+    if (holding) {
+      if (reentrant && existing.holder !== undefined && existing.holder.cell === cell) {
+        return restore(Effect.suspend(() => body(fiber)))
+      }
+      const chain = cycleBack(cell, existing)
+      if (chain !== undefined) return Effect.fail(deadlock(key, chain))
+      if (holdersWaitInDriver) return restore(Effect.suspend(() => body(fiber)))
+    }
+    return Effect.andThen(
+      waitFor(key, existing, restore, holding ? cell : undefined),
+      // `body` is called inside the hold: should it throw, the hold still ends
+      Effect.suspend(() => hold(fiber, key, existing, restore(Effect.suspend(() => body(fiber)))))
+    )
+  }
+
   const withLock = <A, E, R>(key: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | DriverError, R> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.withFiber<A, E | DriverError, R>((fiber) => {
-        const existing = locks.get(key)
+        const existing = lockOf(key)
         if (existing === undefined) {
           const lock: Lock = { key, waiters: [], holder: undefined }
           locks.set(key, lock)
           return hold(fiber, key, lock, restore(effect))
         }
-        // only a fiber that holds a lock (its own holds come first in its context) can close a cycle
-        const cell = cells.get(fiber)
-        const holding = cell !== undefined && fiber.getRef(CurrentHolds)?.cell === cell
-        if (holding) {
-          const chain = cycleBack(cell, existing)
-          if (chain !== undefined) return Effect.fail(deadlock(key, chain))
-          if (holdersWaitInDriver) return restore(effect)
+        return afterHolder(fiber, key, existing, restore, () => effect, false)
+      })
+    )
+
+  const withLockedStep = <A, E, R>(
+    key: string,
+    step: (fiber: FiberWithRefs) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | DriverError, R> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.withFiber<A, E | DriverError, R>((fiber) => {
+        if (isLocked(key)) {
+          const existing = lockOf(key)!
+          return afterHolder(fiber, key, existing, restore, step, true)
         }
-        return Effect.andThen(
-          waitFor(key, existing, restore, holding ? cell : undefined),
-          Effect.suspend(() => hold(fiber, key, existing, restore(effect)))
-        )
+        const outer = stepping
+        stepping = key
+        let effect: Effect.Effect<A, E, R>
+        try {
+          effect = step(fiber)
+        } catch (defect) {
+          effect = Effect.die(defect)
+        } finally {
+          stepping = outer
+        }
+        // someone asked for the key during the step (a write started from inside it): the step's lock exists now
+        const lock = locks.get(key)
+        if (Exit.isExit(effect)) {
+          if (lock !== undefined) release(key, lock)
+          return effect
+        }
+        if (lock !== undefined) return hold(fiber, key, lock, restore(effect))
+        const fresh: Lock = { key, waiters: [], holder: undefined }
+        locks.set(key, fresh)
+        return hold(fiber, key, fresh, restore(effect))
       })
     )
 
@@ -281,5 +388,5 @@ export const makeKeyedLock = (options?: KeyedLockOptions): KeyedLock => {
     return keys
   })
 
-  return { isLocked: (key) => locks.has(key), heldByCurrentFiber, keysHeldByCurrentFiber, withLock }
+  return { isLocked, heldByCurrentFiber, keysHeldByCurrentFiber, withLock, withLockedStep }
 }

@@ -24,8 +24,10 @@
  * on the Effect `Clock`), so an expiry is reported within about a second.
  */
 import type * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
@@ -36,7 +38,7 @@ import { addToCounter, encodeCounter, NOT_A_COUNTER, parseCounter } from "../cor
 import { makeExpiryIndex } from "../core/expiryIndex.js"
 import { yieldToEventLoop } from "./eventLoop.js"
 import { markFinal } from "./finalPage.js"
-import { makeKeyedLock } from "./keyedLock.js"
+import { driversLockingModify, makeKeyedLock } from "./keyedLock.js"
 import { makeLazyOrderedIndex } from "./orderedIndex.js"
 import type { OrderedIndex } from "./orderedIndex.js"
 
@@ -144,15 +146,14 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
 
   /**
    * A write: the lock check and `step` in one synchronous step; when an update
-   * of the key is in flight, `step` runs once it is done.
+   * of the key is in flight, `step` runs once it is done. (`clockWith` calls
+   * its function when the effect runs: no `Effect.suspend` needed.)
    */
   const writeStep = <A>(key: string, step: (now: number) => A): Effect.Effect<A, DriverError> =>
     Effect.clockWith((clock) =>
-      Effect.suspend(() =>
-        lock.isLocked(key)
-          ? lock.withLock(key, Effect.sync(() => step(clock.currentTimeMillisUnsafe())))
-          : Effect.succeed(step(clock.currentTimeMillisUnsafe()))
-      )
+      lock.isLocked(key)
+        ? lock.withLock(key, Effect.sync(() => step(clock.currentTimeMillisUnsafe())))
+        : Effect.succeed(step(clock.currentTimeMillisUnsafe()))
     )
 
   /**
@@ -162,14 +163,12 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
    */
   const batchStep = <A>(sortedKeys: ReadonlyArray<string>, step: (now: number) => A): Effect.Effect<A, DriverError> =>
     Effect.clockWith((clock) =>
-      Effect.suspend(() =>
-        sortedKeys.some(lock.isLocked)
-          ? sortedKeys.reduceRight(
-            (inner: Effect.Effect<A, DriverError>, key) => lock.withLock(key, inner),
-            Effect.sync(() => step(clock.currentTimeMillisUnsafe()))
-          )
-          : Effect.succeed(step(clock.currentTimeMillisUnsafe()))
-      )
+      sortedKeys.some(lock.isLocked)
+        ? sortedKeys.reduceRight(
+          (inner: Effect.Effect<A, DriverError>, key) => lock.withLock(key, inner),
+          Effect.sync(() => step(clock.currentTimeMillisUnsafe()))
+        )
+        : Effect.succeed(step(clock.currentTimeMillisUnsafe()))
     )
 
   /** Removes `key`; whether its entry was live. */
@@ -218,15 +217,33 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
     put(key, { value: write.value, expiresAt })
   }
 
-  // clockWith calls its function when the effect runs: no suspend needed
-  const modify: Driver["modify"] = (key, f) =>
-    Effect.clockWith((clock) => {
+  /**
+   * Takes the key's lock itself (the front does not: see `driversLockingModify`):
+   * the read, `f` and, when `f` decides at once (its effect an `Exit`, as the
+   * front's is for an update function that returns `Effect.succeed`), the
+   * write run in one synchronous step that needs no lock. Otherwise the lock,
+   * taken in that same step, is held until `f`'s effect is done and written.
+   */
+  const modify = <A, E, R>(
+    key: string,
+    f: (current: Option.Option<LiveEntry>) => Effect.Effect<readonly [A, Write], E, R>
+  ): Effect.Effect<A, E | DriverError, R> =>
+    lock.withLockedStep(key, (fiber): Effect.Effect<A, E, R> => {
+      // the fiber's Clock read directly: Effect.clockWith would be one more effect per call
+      const clock = fiber.getRef(Clock.Clock)
       const now = clock.currentTimeMillisUnsafe()
       const before = live(key, now)
       const current: Option.Option<LiveEntry> = before === undefined
         ? Option.none()
         : Option.some({ value: before.value, expiresIn: before.expiresAt === undefined ? undefined : before.expiresAt - now })
-      return Effect.map(f(current), ([result, write]) => {
+      const decided = f(current)
+      if (Exit.isExit(decided)) {
+        const done = decided as Exit.Exit<readonly [A, Write], E>
+        if (Exit.isFailure(done)) return Exit.failCause(done.cause)
+        apply(key, done.value[1], before, now)
+        return Exit.succeed(done.value[0])
+      }
+      return Effect.map(decided, ([result, write]) => {
         apply(key, write, before, clock.currentTimeMillisUnsafe())
         return result
       })
@@ -318,7 +335,7 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
     return Stream.fromQueue(queue)
   })
 
-  return {
+  const driver: Driver & { readonly close: Effect.Effect<void> } = {
     name: "MemoryStore",
     changes,
     close,
@@ -424,4 +441,6 @@ export const makeMemoryDriver = (maxEntries: number | undefined): Driver & {
         return true
       })
   }
+  driversLockingModify.add(driver)
+  return driver
 }
