@@ -10,7 +10,8 @@
  * only a hunk that meets an Effect 4 line stops as a conflict to resolve by hand.
  * Then it records HEAD in effect4/UPSTREAM.
  *
- *   node scripts/effect4-carry.mjs          carry, then type-check and test effect4/
+ *   node scripts/effect4-carry.mjs          carry (then type-check and test effect4/ yourself:
+ *                                           `cd effect4 && npx tsc --noEmit -p .`, `node scripts/effect4.mjs test`)
  *   node scripts/effect4-carry.mjs --list   the copies and how far each differs now
  */
 import { execFileSync, spawnSync } from "node:child_process"
