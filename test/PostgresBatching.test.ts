@@ -311,7 +311,7 @@ describe("PostgresStore request batching", () => {
       assert.deepStrictEqual(keysNotified.slice().sort(), [...keys.filter((key) => !key.startsWith("live/")), "end"].sort())
     }))
 
-  it.scopedLive("300 concurrent expires of 50 keys on two pools of 2: true for every call on a live key, an update in flight waited for, each change notified", () =>
+  it.scopedLive("306 concurrent expires of 51 keys on two pools of 2: true for every call on a live key, updates in flight waited for (one creating its key), each change notified", () =>
     Effect.gen(function*() {
       const table = freshTable("batch_expire")
       const a = yield* instance({ table, notifyChanges: true }, 2)
@@ -321,17 +321,25 @@ describe("PostgresStore request batching", () => {
       yield* Effect.forEach(Array.from({ length: 10 }, (_, i) => i), (i) => a.store.set(`gone/${i}`, bytes("x"), "1 millis"))
       yield* sleep(50)
       const heard = yield* listening(a, b, table)
-      const inside = yield* Deferred.make<void>()
+      // held (live) and created (missing until its update commits) are being updated by the other instance
       const release = yield* Deferred.make<void>()
-      const updating = yield* Effect.fork(b.store.update("held", () =>
-        Deferred.succeed(inside, undefined).pipe(Effect.zipRight(Deferred.await(release)), Effect.as(bytes("updated")))))
-      yield* Deferred.await(inside).pipe(bounded(5000, "the update's start"))
+      const updating = yield* Effect.forEach(["held", "created"], (key) =>
+        Effect.gen(function*() {
+          const inside = yield* Deferred.make<void>()
+          const fiber = yield* Effect.fork(b.store.update(key, () =>
+            Deferred.succeed(inside, undefined).pipe(Effect.zipRight(Deferred.await(release)), Effect.as(bytes("updated")))))
+          yield* Deferred.await(inside).pipe(bounded(5000, "the update's start"))
+          return fiber
+        }))
       const keys = [
         ...Array.from({ length: 9 }, (_, i) => `missing/${i}`),
         ...Array.from({ length: 10 }, (_, i) => `gone/${i}`),
         ...Array.from({ length: 30 }, (_, i) => `live/${i}`),
-        "held"
+        "held",
+        "created"
       ]
+      const live = (key: string) => key.startsWith("live/") || key === "held" || key === "created"
+      const updated = (key: string) => key === "held" || key === "created"
       const hours = [1, 2, 3, 4, 5, 6]
       let released = false
       const calls = Array.from({ length: hours.length * keys.length }, (_, n) => {
@@ -353,27 +361,27 @@ describe("PostgresStore request batching", () => {
       )
       released = true
       yield* Deferred.succeed(release, undefined)
-      assert.strictEqual(text(yield* Fiber.join(updating)), "updated")
-      const answers = yield* Fiber.join(expiring).pipe(bounded(30_000, "300 expires"))
+      for (const fiber of updating) assert.strictEqual(text(yield* Fiber.join(fiber)), "updated")
+      const answers = yield* Fiber.join(expiring).pipe(bounded(30_000, "306 expires"))
       for (const [key, wasLive, afterRelease] of answers) {
-        assert.strictEqual(wasLive, key.startsWith("live/") || key === "held", `expire of ${key} answered ${wasLive}`)
-        if (key === "held") assert.isTrue(afterRelease, "an expire of held was answered while its update was in flight")
+        // created exists once its update commits: an expire that waits for the update finds it live
+        assert.strictEqual(wasLive, live(key), `expire of ${key} answered ${wasLive}`)
+        if (updated(key)) assert.isTrue(afterRelease, `an expire of ${key} was answered while its update was in flight`)
       }
       const stored = yield* a.store.getMany(keys)
       for (const [i, key] of keys.entries()) {
-        const live = key.startsWith("live/") || key === "held"
-        assert.deepStrictEqual(Option.map(stored[i]!, text), live ? Option.some(key === "held" ? "updated" : `v${i - 19}`) : Option.none(), key)
-        if (!live) continue
+        assert.deepStrictEqual(Option.map(stored[i]!, text), live(key) ? Option.some(updated(key) ? "updated" : `v${i - 19}`) : Option.none(), key)
+        if (!live(key)) continue
         // one of the expiries asked, on the database's clock (after the update's write: never written past)
         const ms = Duration.toMillis(Option.getOrThrow(yield* a.store.timeToLive(key)))
         assert.isTrue(hours.some((h) => ms > h * 3_600_000 - 60_000 && ms <= h * 3_600_000), `${key}: ${ms} ms left`)
       }
-      // every live key's change was notified (held's by its update too), and nothing else (a marker written last ends the wait)
+      // every live key's change was notified (held's and created's by their updates too), and nothing else (a marker written last ends the wait)
       yield* a.store.set("end", bytes("end"))
       const keysNotified = new Set(yield* heardUntil(heard, (keys) => keys.includes("end")))
       assert.deepStrictEqual(
         Array.from(keysNotified).sort(),
-        [...keys.filter((key) => key.startsWith("live/") || key === "held"), "end"].sort()
+        [...keys.filter(live), "end"].sort()
       )
     }))
 
