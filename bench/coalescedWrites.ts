@@ -123,8 +123,10 @@ export const coalescedWriteComparisons = async (
     })
     allTrue(what)(answers)
   }
-  const kvBatch = (keys: ReadonlyArray<string>, call: (key: string) => Effect.Effect<boolean, unknown>, what: string) => () =>
-    Effect.runPromise(Effect.forEach(keys, call, { concurrency: c })).then(allTrue(what))
+  // an async function: tinybench calls any other function once when it is added, to see whether it returns
+  // a promise, without waiting for it — that batch would overlap the next ones (on the same keys)
+  const kvBatch = (keys: ReadonlyArray<string>, call: (key: string) => Effect.Effect<boolean, unknown>, what: string) => async () =>
+    allTrue(what)(await Effect.runPromise(Effect.forEach(keys, call, { concurrency: c })))
 
   const setIfAbsent = await compare([
     {
@@ -216,9 +218,21 @@ const standalone = async (rounds: number) => {
       }
       console.log(`load ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`)
     }
+    const spread = (values: ReadonlyArray<number>, digits: number) =>
+      `${median(values).toFixed(digits)} (${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)})`
     console.log("\nmedian over rounds (min–max), µs/op")
-    for (const [key, values] of all) {
-      console.log(`${key.padEnd(32)} ${median(values).toFixed(1).padStart(7)} (${Math.min(...values).toFixed(1)}–${Math.max(...values).toFixed(1)})`)
+    for (const [key, values] of all) console.log(`${key.padEnd(32)} ${spread(values, 1)}`)
+    // the steadier figure on a shared machine: each round's ratio, its subjects measured side by side
+    console.log("\npaired ratios, median over rounds (min–max)")
+    for (const op of ["setIfAbsent", "expire"]) {
+      for (const c of [1, 10, 50]) {
+        const of = (name: string) => all.get(`${op} c=${c} ${name}`)!
+        const ratios = (a: string, b: string) => spread(of(a).map((x, i) => x / of(b)[i]!), 2)
+        console.log(
+          `${`${op} c=${c}`.padEnd(18)} kv/raw ${ratios("effect-kv", "raw")}  kv/uncoalesced ${ratios("effect-kv", "uncoalesced")}  ` +
+            `uncoalesced/raw ${ratios("uncoalesced", "raw")}`
+        )
+      }
     }
   } finally {
     for (const close of closers.reverse()) await close()
