@@ -21,6 +21,7 @@ import Keyv from "keyv"
 import pg from "pg"
 import { keyHash } from "../src/core/hash.js"
 import { KvStore } from "../src/KvStore.js"
+import { coalescedWriteRows, uncoalescedStore } from "./coalescedWrites.js"
 import { buildService, importOptional } from "./lib/effect.js"
 import { compare, runConcurrently, type Subject } from "./lib/measure.js"
 import { ratioRow, type Row } from "./lib/report.js"
@@ -180,6 +181,9 @@ export const runPostgres = async (url: string): Promise<Array<Row>> => {
 
     const kv = await store(TABLE)
     const kvUnlogged = await store(TABLE_UNLOGGED, true)
+    const uncoalescedBuilt = await buildService(uncoalescedStore(TABLE).pipe(Layer.provide(sqlContext)), KvStore)
+    closers.push(uncoalescedBuilt.close)
+    const kvUncoalesced = uncoalescedBuilt.service
     const s = await rawStatements(pool, TABLE)
     const sUnlogged = await rawStatements(pool, TABLE_UNLOGGED)
     const r = raw(pool, s)
@@ -280,6 +284,9 @@ export const runPostgres = async (url: string): Promise<Array<Row>> => {
         }
       ], PG_TIMING)
       rows.push(ratioRow("postgres", `delete, ${label(c)}`, del["effect-kv"]!.usPerOp, "pg named prepared DELETE … RETURNING", del.raw!.usPerOp))
+
+      // setIfAbsent and expire, with the uncoalesced path (one statement per call) in the notes
+      rows.push(...await coalescedWriteRows({ pool, table: TABLE, kv, uncoalesced: kvUncoalesced }, c, batchSize(c), label(c), PG_TIMING))
     }
 
     // getMany(100): one statement, against 100 raw gets (at once over the pool, and one after another)

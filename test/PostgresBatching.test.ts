@@ -9,6 +9,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -51,6 +52,31 @@ const sleep = (millis: number) => Effect.promise(() => new Promise<void>((resolv
 /** Fails the test instead of hanging it. */
 const bounded = (millis: number, what: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.timeoutFail(effect, { duration: millis, onTimeout: () => new Error(`${what}: still waiting after ${millis} ms`) })
+
+type Instance = Effect.Effect.Success<ReturnType<typeof instance>>
+
+/**
+ * What `listener` hears on the table's channel, in order, once it is heard
+ * listening (a probe that `notifier` sends came back); the probe left out.
+ */
+const listening = (notifier: Instance, listener: Instance, table: string) =>
+  Effect.gen(function*() {
+    const channel = notifyChannel("public", table)
+    const heard: Array<string> = []
+    yield* Effect.forkScoped(listener.pg.listen(channel).pipe(Stream.runForEach((key) => Effect.sync(() => heard.push(key)))))
+    yield* Effect.repeat(
+      Effect.zipRight(notifier.sql.unsafe(`SELECT pg_notify('${channel}', 'probe')`), Effect.sync(() => heard.includes("probe"))),
+      { until: (ok) => ok, schedule: Schedule.spaced("20 millis") }
+    ).pipe(bounded(10_000, "the LISTEN"))
+    return Effect.sync(() => heard.filter((key) => key !== "probe"))
+  })
+
+/** The keys heard once `until` holds for them. */
+const heardUntil = (heard: Effect.Effect<Array<string>>, until: (keys: Array<string>) => boolean) =>
+  Effect.repeat(heard, { until, schedule: Schedule.spaced("20 millis") }).pipe(
+    bounded(10_000, "the notifications"),
+    Effect.zipRight(heard)
+  )
 
 describe("PostgresStore request batching", () => {
   it.scopedLive("200 concurrent gets, has and sets of mixed keys on a pool of 2 give exactly the right answers", () =>
@@ -209,6 +235,187 @@ describe("PostgresStore request batching", () => {
         keysNotified.slice().sort(),
         [...Array.from({ length: 40 }, (_, i) => `live/${i}`), "live/0"].sort()
       )
+    }))
+
+  it.scopedLive("400 concurrent setIfAbsent of 50 keys on two pools of 2: one winner per absent key, its value stored, an update in flight waited for, each write notified", () =>
+    Effect.gen(function*() {
+      const table = freshTable("batch_set_if_absent")
+      const a = yield* instance({ table, notifyChanges: true }, 2)
+      const b = yield* instance({ table, createTable: false, notifyChanges: true }, 2)
+      // absent/0..29 never written, gone/0..9 expired (the database's clock), live/0..8 live; held is being created by an update
+      yield* a.store.setMany(Array.from({ length: 9 }, (_, i) => [`live/${i}`, bytes("kept")] as const))
+      yield* Effect.forEach(Array.from({ length: 10 }, (_, i) => i), (i) => a.store.set(`gone/${i}`, bytes("x"), "1 millis"))
+      yield* sleep(50)
+      const heard = yield* listening(a, b, table)
+      const inside = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const updating = yield* Effect.fork(b.store.update("held", () =>
+        Deferred.succeed(inside, undefined).pipe(Effect.zipRight(Deferred.await(release)), Effect.as(bytes("updated")))))
+      yield* Deferred.await(inside).pipe(bounded(5000, "the update's start"))
+      // held last: its calls on pool A queue behind the others and go out in batches (B's wait in B's front)
+      const keys = [
+        ...Array.from({ length: 30 }, (_, i) => `absent/${i}`),
+        ...Array.from({ length: 10 }, (_, i) => `gone/${i}`),
+        ...Array.from({ length: 9 }, (_, i) => `live/${i}`),
+        "held"
+      ]
+      let released = false
+      // each key 8 times, 4 on each pool, interleaved, each call with a value of its own
+      const calls = Array.from({ length: 8 * keys.length }, (_, n) => {
+        const key = keys[n % keys.length]!
+        const round = Math.floor(n / keys.length)
+        const value = `${key}#${round}`
+        return Effect.map(
+          (round % 2 === 0 ? a.store : b.store).setIfAbsent(key, bytes(value), "1 hour"),
+          (won) => [key, value, won, released] as const
+        )
+      })
+      const setting = yield* Effect.fork(Effect.all(calls, { concurrency: "unbounded" }))
+      // release the update once every absent and expired key is written: the batches holding held's calls have run
+      const written = Effect.map(
+        a.sql.unsafe<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE (key LIKE 'absent/%' OR key LIKE 'gone/%') AND expires_at > now() + interval '1 minute'`),
+        (rows) => rows[0]!.n
+      )
+      yield* Effect.repeat(written, { until: (n) => n === 40, schedule: Schedule.spaced("20 millis") }).pipe(
+        bounded(30_000, "the setIfAbsent of the other keys")
+      )
+      released = true
+      yield* Deferred.succeed(release, undefined)
+      assert.strictEqual(text(yield* Fiber.join(updating)), "updated")
+      const answers = yield* Fiber.join(setting).pipe(bounded(30_000, "400 setIfAbsent"))
+      const winners = new Map<string, Array<string>>()
+      for (const [key, value, won, afterRelease] of answers) {
+        if (won) winners.set(key, [...(winners.get(key) ?? []), value])
+        if (key === "held") assert.isTrue(afterRelease, "a setIfAbsent of held was answered while its update was in flight")
+      }
+      const stored = yield* a.store.getMany(keys)
+      for (const [i, key] of keys.entries()) {
+        const won = winners.get(key) ?? []
+        const value = Option.map(stored[i]!, text)
+        if (key.startsWith("absent/") || key.startsWith("gone/")) {
+          assert.strictEqual(won.length, 1, `${key}: ${won.length} calls returned true`)
+          assert.deepStrictEqual(value, Option.some(won[0]!), `${key}: the stored value is not the winner's`)
+        } else {
+          // live ones kept; held was created by the update first, never written past
+          assert.deepStrictEqual(won, [], `${key} was live, yet a setIfAbsent returned true`)
+          assert.deepStrictEqual(value, Option.some(key === "held" ? "updated" : "kept"), key)
+        }
+      }
+      // the TTLs were computed on the database's clock: about an hour left
+      const left = yield* a.store.timeToLive("absent/0")
+      const ms = Option.getOrThrow(left).pipe(Duration.toMillis)
+      assert.isTrue(ms > 3_500_000 && ms <= 3_600_000, `${ms} ms left`)
+      // 40 writes and the update's: each notified once, nothing else (a marker written last ends the wait)
+      yield* a.store.set("end", bytes("end"))
+      const keysNotified = yield* heardUntil(heard, (keys) => keys.includes("end"))
+      assert.deepStrictEqual(keysNotified.slice().sort(), [...keys.filter((key) => !key.startsWith("live/")), "end"].sort())
+    }))
+
+  it.scopedLive("306 concurrent expires of 51 keys on two pools of 2: true for every call on a live key, updates in flight waited for (one creating its key), each change notified", () =>
+    Effect.gen(function*() {
+      const table = freshTable("batch_expire")
+      const a = yield* instance({ table, notifyChanges: true }, 2)
+      const b = yield* instance({ table, createTable: false, notifyChanges: true }, 2)
+      yield* a.store.setMany(Array.from({ length: 30 }, (_, i) => [`live/${i}`, bytes(`v${i}`)] as const))
+      yield* a.store.set("held", bytes("before"))
+      yield* Effect.forEach(Array.from({ length: 10 }, (_, i) => i), (i) => a.store.set(`gone/${i}`, bytes("x"), "1 millis"))
+      yield* sleep(50)
+      const heard = yield* listening(a, b, table)
+      // held (live) and created (missing until its update commits) are being updated by the other instance
+      const release = yield* Deferred.make<void>()
+      const updating = yield* Effect.forEach(["held", "created"], (key) =>
+        Effect.gen(function*() {
+          const inside = yield* Deferred.make<void>()
+          const fiber = yield* Effect.fork(b.store.update(key, () =>
+            Deferred.succeed(inside, undefined).pipe(Effect.zipRight(Deferred.await(release)), Effect.as(bytes("updated")))))
+          yield* Deferred.await(inside).pipe(bounded(5000, "the update's start"))
+          return fiber
+        }))
+      const keys = [
+        ...Array.from({ length: 9 }, (_, i) => `missing/${i}`),
+        ...Array.from({ length: 10 }, (_, i) => `gone/${i}`),
+        ...Array.from({ length: 30 }, (_, i) => `live/${i}`),
+        "held",
+        "created"
+      ]
+      const live = (key: string) => key.startsWith("live/") || key === "held" || key === "created"
+      const updated = (key: string) => key === "held" || key === "created"
+      const hours = [1, 2, 3, 4, 5, 6]
+      let released = false
+      const calls = Array.from({ length: hours.length * keys.length }, (_, n) => {
+        const key = keys[n % keys.length]!
+        const round = Math.floor(n / keys.length)
+        return Effect.map(
+          (round % 2 === 0 ? a.store : b.store).expire(key, Duration.hours(hours[round]!)),
+          (wasLive) => [key, wasLive, released] as const
+        )
+      })
+      const expiring = yield* Effect.fork(Effect.all(calls, { concurrency: "unbounded" }))
+      // release the update once every live key has an expiry: the batches holding held's calls have run
+      const changed = Effect.map(
+        a.sql.unsafe<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE key LIKE 'live/%' AND expires_at IS NOT NULL`),
+        (rows) => rows[0]!.n
+      )
+      yield* Effect.repeat(changed, { until: (n) => n === 30, schedule: Schedule.spaced("20 millis") }).pipe(
+        bounded(30_000, "the expires of the other keys")
+      )
+      released = true
+      yield* Deferred.succeed(release, undefined)
+      for (const fiber of updating) assert.strictEqual(text(yield* Fiber.join(fiber)), "updated")
+      const answers = yield* Fiber.join(expiring).pipe(bounded(30_000, "306 expires"))
+      for (const [key, wasLive, afterRelease] of answers) {
+        // created exists once its update commits: an expire that waits for the update finds it live
+        assert.strictEqual(wasLive, live(key), `expire of ${key} answered ${wasLive}`)
+        if (updated(key)) assert.isTrue(afterRelease, `an expire of ${key} was answered while its update was in flight`)
+      }
+      const stored = yield* a.store.getMany(keys)
+      for (const [i, key] of keys.entries()) {
+        assert.deepStrictEqual(Option.map(stored[i]!, text), live(key) ? Option.some(updated(key) ? "updated" : `v${i - 19}`) : Option.none(), key)
+        if (!live(key)) continue
+        // one of the expiries asked, on the database's clock (after the update's write: never written past)
+        const ms = Duration.toMillis(Option.getOrThrow(yield* a.store.timeToLive(key)))
+        assert.isTrue(hours.some((h) => ms > h * 3_600_000 - 60_000 && ms <= h * 3_600_000), `${key}: ${ms} ms left`)
+      }
+      // every live key's change was notified (held's and created's by their updates too), and nothing else (a marker written last ends the wait)
+      yield* a.store.set("end", bytes("end"))
+      const keysNotified = new Set(yield* heardUntil(heard, (keys) => keys.includes("end")))
+      assert.deepStrictEqual(
+        Array.from(keysNotified).sort(),
+        [...keys.filter(live), "end"].sort()
+      )
+    }))
+
+  it.scopedLive("queued expires of one key, one statement in flight at a time: every one true, the last one's TTL stored", () =>
+    Effect.gen(function*() {
+      // a pool of 1: one coalesced statement at a time, so statements run in the order their calls arrived
+      const { store } = yield* instance({ table: freshTable("batch_expire_order") }, 1)
+      const keys = Array.from({ length: 20 }, (_, i) => `k/${i}`)
+      yield* store.setMany(keys.map((key) => [key, bytes("v")] as const))
+      // call n expires key n % 20 for (n / 20 + 1) hours: the last call of each key asks 5 hours
+      const answers = yield* Effect.all(
+        Array.from({ length: 100 }, (_, n) => store.expire(keys[n % keys.length]!, Duration.hours(Math.floor(n / keys.length) + 1))),
+        { concurrency: "unbounded" }
+      ).pipe(bounded(20_000, "100 expires"))
+      assert.isTrue(answers.every((wasLive) => wasLive), "an expire of a live key answered false")
+      for (const key of keys) {
+        const ms = Duration.toMillis(Option.getOrThrow(yield* store.timeToLive(key)))
+        assert.isTrue(ms > 5 * 3_600_000 - 60_000 && ms <= 5 * 3_600_000, `${key}: ${ms} ms left, not the last expiry asked`)
+      }
+    }))
+
+  it.scopedLive("queued setIfAbsent of one key, one statement in flight at a time: the first caller wins, with its value", () =>
+    Effect.gen(function*() {
+      const { store } = yield* instance({ table: freshTable("batch_sia_order") }, 1)
+      const keys = Array.from({ length: 20 }, (_, i) => `k/${i}`)
+      const answers = yield* Effect.all(
+        Array.from({ length: 100 }, (_, n) =>
+          Effect.map(store.setIfAbsent(keys[n % keys.length]!, bytes(`call ${n}`)), (won) => [n, won] as const)),
+        { concurrency: "unbounded" }
+      ).pipe(bounded(20_000, "100 setIfAbsent"))
+      // the first call of each key arrived first: it finds the key absent, the later ones find it written
+      assert.deepStrictEqual(answers.filter(([, won]) => won).map(([n]) => n), Array.from({ length: 20 }, (_, n) => n))
+      const stored = yield* store.getMany(keys)
+      assert.deepStrictEqual(stored.map((v) => Option.map(v, text)), keys.map((_, n) => Option.some(`call ${n}`)))
     }))
 
   it.scopedLive("interrupting some waiting callers leaves the others' answers and the pool intact", () =>

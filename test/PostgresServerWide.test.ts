@@ -94,6 +94,21 @@ const killWaitingCommits = (app: string) =>
   )
 
 /**
+ * Kills what waits for the standby while `callers` run: first the lone
+ * statement, then the batch behind it (the calls that queued meanwhile).
+ */
+const killTwice = (app: string, callers: ReadonlyArray<Fiber.Fiber<unknown>>) =>
+  Effect.gen(function*() {
+    let kills = 0
+    const allDone = Effect.map(Effect.forEach(callers, Fiber.poll), (polls) => polls.every(Option.isSome))
+    for (let i = 0; i < 1000 && kills < 2 && !(yield* allDone); i++) {
+      yield* sleep(20)
+      kills += (yield* killWaitingCommits(app)) > 0 ? 1 : 0
+    }
+    assert.isAbove(kills, 0, "no statement was seen waiting for the standby")
+  })
+
+/**
  * Opens the window (every commit of a synchronous_commit=on session waits
  * after it is durable locally) and proves it open with a probe transaction
  * seen waiting; `closeWindow` releases whatever still waits. Idempotent.
@@ -228,6 +243,64 @@ describe("PostgresStore: a write whose answer was lost is never re-run (a server
       // every acknowledged delete removed its key; the lost ones committed before their answers were lost
       const left = yield* store.getMany(keys)
       assert.isTrue(left.every(Option.isNone), "a key survived its delete")
+      assert.isAbove(unknown, 1, "no batch's answer was lost: the test proved nothing")
+    }), 120_000)
+
+  it.scopedLive("80 coalesced setIfAbsent of 80 absent keys, their commits' answers lost: each true or 'outcome is unknown', never false; each value stored once", () =>
+    Effect.gen(function*() {
+      const app = fresh("effect-kv-unknown")
+      const store = yield* instance(fresh("kv_unknown"), 4, app)
+      const keys = Array.from({ length: 80 }, (_, k) => `s/${k}`)
+      yield* store.set("warm", bytes("up"))
+
+      const exits = yield* inWindow(Effect.gen(function*() {
+        const callers = yield* Effect.forEach(keys, (key) => Effect.fork(Effect.exit(store.setIfAbsent(key, bytes(`${key} once`)))), {
+          concurrency: "unbounded"
+        })
+        yield* killTwice(app, callers)
+        return callers
+      })).pipe(Effect.flatMap((callers) => Effect.forEach(callers, Fiber.join)), bounded(60_000, "the setIfAbsent calls"))
+
+      let unknown = 0
+      for (const [i, exit] of exits.entries()) {
+        // a re-run batch would find its keys already written and answer false
+        if (Exit.isSuccess(exit)) assert.isTrue(exit.value, `${keys[i]}: its setIfAbsent answered false`)
+        else {
+          unknown++
+          assertOutcomeUnknown(exit, "setIfAbsent")
+        }
+      }
+      // every key written, with its caller's value: the lost ones committed before their answers were lost
+      const stored = yield* store.getMany(keys)
+      assert.deepStrictEqual(stored.map((v) => Option.map(v, text)), keys.map((key) => Option.some(`${key} once`)))
+      assert.isAbove(unknown, 1, "no batch's answer was lost: the test proved nothing")
+    }), 120_000)
+
+  it.scopedLive("80 coalesced expires of 80 live keys, their commits' answers lost: each true or 'outcome is unknown', never retried", () =>
+    Effect.gen(function*() {
+      const app = fresh("effect-kv-unknown")
+      const store = yield* instance(fresh("kv_unknown"), 4, app)
+      const keys = Array.from({ length: 80 }, (_, k) => `e/${k}`)
+      yield* store.setMany(keys.map((key) => [key, bytes("v")] as const))
+
+      const exits = yield* inWindow(Effect.gen(function*() {
+        const callers = yield* Effect.forEach(keys, (key) => Effect.fork(Effect.exit(store.expire(key, "1 hour"))), {
+          concurrency: "unbounded"
+        })
+        yield* killTwice(app, callers)
+        return callers
+      })).pipe(Effect.flatMap((callers) => Effect.forEach(callers, Fiber.join)), bounded(60_000, "the expires"))
+
+      // a batch retried item by item would answer true where its answer was lost: more than the lone statement fails
+      let unknown = 0
+      for (const [i, exit] of exits.entries()) {
+        if (Exit.isSuccess(exit)) assert.isTrue(exit.value, `${keys[i]}: its expire answered false`)
+        else {
+          unknown++
+          assertOutcomeUnknown(exit, "expire")
+        }
+      }
+      for (const key of keys) assert.isTrue(Option.isSome(yield* store.timeToLive(key)), `${key}: its expiry was not written`)
       assert.isAbove(unknown, 1, "no batch's answer was lost: the test proved nothing")
     }), 120_000)
 

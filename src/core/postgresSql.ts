@@ -194,6 +194,23 @@ export interface Statements {
    * `delete` calls, each key deleted only when no update of it is in flight (free)
    */
   readonly deleteEachIfFree: string
+  /**
+   * $1 key_hash, $2 key, $3 value, $4 ttl ms or null → free, written: `setIfAbsent` only if it gets the
+   * key's lock without waiting (free); else nothing, and the caller waits with `setIfAbsent`
+   */
+  readonly setIfAbsentIfFree: string
+  /**
+   * $1 key_hashes bigint[], $2 keys text[] (distinct), $3 values bytea[], $4 ttls float8[] (ms or null) →
+   * key, free, written per key: coalesced `setIfAbsent` calls, each key written only when no update of it
+   * is in flight (free) and it is missing or expired
+   */
+  readonly setIfAbsentEachIfFree: string
+  /**
+   * $1 key_hashes bigint[], $2 keys text[] (distinct), $3 ttls float8[] (ms or null) → key, free, changed
+   * per key: coalesced `expire` calls, each live key's expiry replaced only when no update of it is in
+   * flight (free)
+   */
+  readonly expireEachIfFree: string
   /** $1 key_hashes bigint[]: their locks in key_hash order, until the transaction ends */
   readonly lockKeys: string
   /** BEGIN and the keys' locks in key_hash order, in one round trip (our own integers, not user text) */
@@ -456,6 +473,28 @@ export const makeStatements = (options: {
       `d AS (DELETE FROM ${t} t USING l WHERE l.free AND t.key = l.k AND ${live("now()", "t.")} RETURNING t.key) ` +
       `SELECT l.k AS key, l.free AS free, (d.key IS NOT NULL) AS deleted, ${countOf("d")}::int AS notified ` +
       `FROM l LEFT JOIN d ON d.key = l.k`,
+    // like setIfFree for setIfAbsent: ON CONFLICT sees (and locks) the latest row, so a row the lock's previous
+    // holder committed after this statement's snapshot is still found live, and not written over
+    setIfAbsentIfFree: `WITH ${tryLockCte}, ` +
+      `w AS (INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
+      `SELECT $1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp() FROM l WHERE l.free ${upsertTail} ` +
+      `WHERE NOT ${liveCur} RETURNING cur.key) ` +
+      `SELECT l.free AS free, ${countOf("w")}::int AS written FROM l`,
+    // setIfAbsentIfFree per key, like deleteEachIfFree: try-locks in the order given (the driver sorts by key_hash)
+    setIfAbsentEachIfFree: `WITH l AS MATERIALIZED (SELECT u.h, u.k, u.v, u.ms, pg_try_advisory_xact_lock(u.h) AS free ` +
+      `FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::float8[]) WITH ORDINALITY AS u(h, k, v, ms, i) ORDER BY u.i), ` +
+      `w AS (INSERT INTO ${t} AS cur (key_hash, key, value, expires_at, updated_at) ` +
+      `SELECT l.h, l.k, l.v, ${expiryOf("l.ms")}, clock_timestamp() FROM l WHERE l.free ${upsertTail} ` +
+      `WHERE NOT ${liveCur} RETURNING cur.key) ` +
+      `SELECT l.k AS key, l.free AS free, (w.key IS NOT NULL) AS written, ${countOf("w")}::int AS notified ` +
+      `FROM l LEFT JOIN w ON w.key = l.k`,
+    // expireIfFree per key, like deleteEachIfFree
+    expireEachIfFree: `WITH l AS MATERIALIZED (SELECT u.h, u.k, u.ms, pg_try_advisory_xact_lock(u.h) AS free ` +
+      `FROM unnest($1::bigint[], $2::text[], $3::float8[]) WITH ORDINALITY AS u(h, k, ms, i) ORDER BY u.i), ` +
+      `x AS (UPDATE ${t} t SET expires_at = ${expiryOf("l.ms")}, updated_at = clock_timestamp() FROM l ` +
+      `WHERE l.free AND t.key = l.k AND ${live("now()", "t.")} RETURNING t.key) ` +
+      `SELECT l.k AS key, l.free AS free, (x.key IS NOT NULL) AS changed, ${countOf("x")}::int AS notified ` +
+      `FROM l LEFT JOIN x ON x.key = l.k`,
     deleteManyLocked: `WITH d AS (DELETE FROM ${t} WHERE key = ANY($1::text[]) AND ${live("clock_timestamp()")} RETURNING key) ` +
       `SELECT ${countOf("d")}::int AS deleted`,
     lockKeys: lockAll("pg_advisory_xact_lock", "unnest($1::bigint[])"),
