@@ -36,7 +36,8 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
+import type * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -103,6 +104,12 @@ const forgotten = (error: SqlError): boolean => sqlErrorDetail(error).code === "
 const rowCountOf = (raw: unknown): number => {
   const count = typeof raw === "object" && raw !== null ? (raw as { readonly rowCount?: unknown }).rowCount : undefined
   return typeof count === "number" ? count : 0
+}
+
+/** The fiber's own `FiberRef` access, which the runtime has and its public type leaves out (as in keyedLock.ts). */
+interface SettableContext {
+  getFiberRef<X>(fiberRef: FiberRef.FiberRef<X>): X
+  setFiberRef<X>(fiberRef: FiberRef.FiberRef<X>, value: X): void
 }
 
 /** A reserved connection and the scope that gives it back to the pool. */
@@ -320,13 +327,19 @@ export const makeConnections = (sql: SqlClient.SqlClient): Connections => {
       Effect.flatMap(restore(reserve), ([conn, scope]) => {
         const state = { open: true }
         const exec = (text: string) => conn.executeUnprepared(text, [], undefined)
-        return restore(
-          Effect.zipRight(
-            exec(begin),
-            Effect.provideService(body, SqlClient.TransactionConnection, [transactionConnection(conn, state), 0] as const)
-          )
-        ).pipe(
-          Effect.exit,
+        const transaction = [transactionConnection(conn, state), 0] as const
+        // The transaction joins the fiber's context for BEGIN and `body` and leaves it once they have
+        // ended, set and put back by hand: every exit of `restore(…)` reaches the `Effect.exit` below
+        // (uninterruptible from there on). `provideService` does the same in about 25 fiber steps.
+        return Effect.withFiberRuntime<Exit.Exit<A, E | SqlError>>((runtime) => {
+          const fiber = runtime as unknown as SettableContext
+          const outer = fiber.getFiberRef(FiberRef.currentContext)
+          fiber.setFiberRef(FiberRef.currentContext, Context.add(outer, SqlClient.TransactionConnection, transaction))
+          return Effect.map(Effect.exit(restore(Effect.zipRight(exec(begin), body as Effect.Effect<A, E>))), (exit) => {
+            fiber.setFiberRef(FiberRef.currentContext, outer)
+            return exit
+          })
+        }).pipe(
           Effect.flatMap((exit) => {
             state.open = false
             const end: Effect.Effect<A, E | SqlError | CommitFailure> = Exit.isSuccess(exit)
