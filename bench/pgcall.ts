@@ -245,5 +245,40 @@ for (const op of chosen) {
     )
   }
 }
+// Call by call: one call of each subject in turn (order rotated), each timed on its own, so a burst of
+// load from other processes falls on all subjects alike. An effect-kv call here also pays one
+// `Effect.runPromise` (a fresh fiber), which the batches above spread over 50 calls: compare
+// effect-kv with base in this table, and with raw in the one above.
+const callsPerSubject = Number(process.env.PAIRED_CALLS ?? 0)
+if (callsPerSubject > 0) {
+  console.log(`\ncall by call, ${callsPerSubject} calls per subject (µs per call: median, mean; ratios of the means)`)
+  const single: Record<string, Array<readonly [string, (key: string) => Promise<unknown>]>> = {
+    get: stores.map(([name, kv]) => [name, (k: string) => Effect.runPromise(kv.get(k))] as const),
+    set: stores.map(([name, kv]) => [name, (k: string) => Effect.runPromise(kv.set(k, value))] as const),
+    update: stores.map(([name, kv]) => [name, (k: string) => Effect.runPromise(kv.update(k, () => Effect.succeed(value)))] as const)
+  }
+  for (const op of chosen) {
+    const subjects = single[op]!
+    const times = new Map(subjects.map(([name]) => [name, [] as Array<number>]))
+    for (let i = 0; i < callsPerSubject + 200; i++) {
+      const key = keys[i % N]!
+      for (let j = 0; j < subjects.length; j++) {
+        const [name, call] = subjects[(i + j) % subjects.length]!
+        const started = performance.now()
+        await call(key)
+        if (i >= 200) times.get(name)!.push((performance.now() - started) * 1000) // the first 200: warm-up
+      }
+    }
+    const mean = (xs: ReadonlyArray<number>) => xs.reduce((a, b) => a + b, 0) / xs.length
+    const first = subjects[0]![0]
+    for (const [name] of subjects) {
+      const t = times.get(name)!
+      console.log(
+        `  ${op} ${name.padEnd(10)} median ${median(t).toFixed(1).padStart(7)}  mean ${mean(t).toFixed(1).padStart(7)}` +
+          (name === first ? "" : `  ${first} / ${name}: means ${(mean(times.get(first)!) / mean(t)).toFixed(2)}, medians ${(median(times.get(first)!) / median(t)).toFixed(2)}`)
+      )
+    }
+  }
+}
 console.log(`\nload average at end ${loadavg().map((x) => x.toFixed(2)).join(" ")}`)
 await close()
