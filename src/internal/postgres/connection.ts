@@ -13,9 +13,10 @@
  *   hangs. On `@effect/sql-pg` the statements are named prepared statements
  *   (parsed and planned once per connection: about 40% of a `get`).
  * - **The update's own transaction** needs one connection for several
- *   statements, which only `sql.reserve` gives. It runs in a daemon fiber that
- *   is never interrupted; a caller interrupted while waiting leaves it behind,
- *   and the connection is released the moment it arrives (`reserve`).
+ *   statements, which only `sql.reserve` gives. It runs in a fiber of its own
+ *   that is never interrupted (a root fiber, watched through an observer); a
+ *   caller interrupted while waiting leaves it behind, and the connection is
+ *   released the moment it arrives (`reserve`).
  * - **Fibers forked inside an update function** inherit the transaction's
  *   connection in their context and may outlive the transaction. The
  *   transaction's connection is therefore provided as a wrapper that serves
