@@ -14,8 +14,9 @@
  *   one simple query, the write (parameters inlined) and `COMMIT` in another. Measured slower than the
  *   four named trips here: the server parses and plans the inlined texts on every call.
  *
- * `PROFILE_RESERVE=1` also times reserving and releasing a connection three ways (effect-kv's
- * daemon-fiber reservation, a plain `sql.reserve`, `pg.Pool#connect`); `PROFILE_ONLY=<subject>`
+ * `PROFILE_RESERVE=1` also times reserving and releasing a connection four ways (effect-kv's
+ * daemon-fiber reservation before issue 18, its root-fiber one since, a plain `sql.reserve`,
+ * `pg.Pool#connect`); `PROFILE_ONLY=<subject>`
  * runs one subject alone (for `node --cpu-prof`).
  *
  * and the round trips each makes (queries sent by node-postgres clients, counted at `pg.Client#query`).
@@ -25,6 +26,7 @@ import { SqlClient } from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
+import type { CloseableScope } from "effect/Scope"
 import pg from "pg"
 import { startPostgres } from "../dev/postgresServer.js"
 import { keyHash } from "../src/core/hash.js"
@@ -140,24 +142,40 @@ if (process.env.PROFILE_RESERVE !== undefined) {
             Exit.isSuccess(exit) ? Effect.void : Effect.forkDaemon(Effect.zipRight(Fiber.await(acquiring), Scope.close(scope, Exit.void)))
           )
         ))))
+  // connection.ts's reservation since issue 18: a root fiber watched through an observer (no FiberRef fork/join)
+  const rootReserve = Effect.suspend(() => {
+    const acquiring = Effect.runFork(Effect.flatMap(Scope.make(), (scope) => Effect.map(Scope.extend(sql.reserve, scope), (conn) => [conn, scope] as const)))
+    return Effect.async<readonly [unknown, CloseableScope], unknown>((resume) => {
+      const exit = acquiring.unsafePoll()
+      if (exit !== null) resume(exit)
+      else acquiring.addObserver(resume)
+    })
+  })
+  const root = Effect.flatMap(rootReserve, ([, scope]) => Scope.close(scope, Exit.void))
   const daemon = Effect.flatMap(daemonReserve, ([, scope]) => Scope.close(scope, Exit.void))
   const plain = Effect.scoped(Effect.asVoid(sql.reserve))
   const rawConnect = () => pool.connect().then((c) => c.release())
-  const sums = [0, 0, 0]
+  const sums = [0, 0, 0, 0]
   for (let i = 0; i < 20_000; i++) {
     const t0 = performance.now()
     await Effect.runPromise(daemon)
     const t1 = performance.now()
-    await Effect.runPromise(plain)
+    await Effect.runPromise(root)
     const t2 = performance.now()
-    await rawConnect()
+    await Effect.runPromise(plain)
     const t3 = performance.now()
+    await rawConnect()
+    const t4 = performance.now()
     if (i < 2000) continue
     sums[0] += t1 - t0
     sums[1] += t2 - t1
     sums[2] += t3 - t2
+    sums[3] += t4 - t3
   }
-  console.log("reserve+release µs: daemon, plain sql.reserve, pg pool.connect:", sums.map((x) => (x * 1000 / 18_000).toFixed(1)).join(" / "))
+  console.log(
+    "reserve+release µs: daemon + join (before issue 18), root fiber (now), plain sql.reserve, pg pool.connect:",
+    sums.map((x) => (x * 1000 / 18_000).toFixed(1)).join(" / ")
+  )
 }
 const only = subjects.find((s) => s.name === process.env.PROFILE_ONLY)
 if (only !== undefined) {

@@ -13,9 +13,10 @@
  *   hangs. On `@effect/sql-pg` the statements are named prepared statements
  *   (parsed and planned once per connection: about 40% of a `get`).
  * - **The update's own transaction** needs one connection for several
- *   statements, which only `sql.reserve` gives. It runs in a daemon fiber that
- *   is never interrupted; a caller interrupted while waiting leaves it behind,
- *   and the connection is released the moment it arrives (`reserve`).
+ *   statements, which only `sql.reserve` gives. It runs in a fiber of its own
+ *   that is never interrupted (a root fiber, watched through an observer); a
+ *   caller interrupted while waiting leaves it behind, and the connection is
+ *   released the moment it arrives (`reserve`).
  * - **Fibers forked inside an update function** inherit the transaction's
  *   connection in their context and may outlive the transaction. The
  *   transaction's connection is therefore provided as a wrapper that serves
@@ -36,7 +37,8 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
+import type * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -95,6 +97,32 @@ export class CommitFailure extends Data.TaggedError("CommitFailure")<{ readonly 
 /** SQLSTATE invalid_sql_statement_name: the server does not know the prepared statement (it refused it: nothing ran). */
 const forgotten = (error: SqlError): boolean => sqlErrorDetail(error).code === "26000"
 
+/**
+ * The rows a statement wrote, from node-postgres's result (`rowCount`, read off the command tag, `INSERT 0 1`).
+ * A client whose raw result says nothing of it counts 0: callers treat that as "not written by this
+ * statement" and take their slower path, which is always correct.
+ */
+const rowCountOf = (raw: unknown): number => {
+  const count = typeof raw === "object" && raw !== null ? (raw as { readonly rowCount?: unknown }).rowCount : undefined
+  return typeof count === "number" ? count : 0
+}
+
+/** The fiber's own `FiberRef` access, which the runtime has and its public type leaves out (as in keyedLock.ts). */
+interface SettableContext {
+  getFiberRef<X>(fiberRef: FiberRef.FiberRef<X>): X
+  setFiberRef<X>(fiberRef: FiberRef.FiberRef<X>, value: X): void
+}
+
+/** A reserved connection and the scope that gives it back to the pool. */
+type Reserved = readonly [Connection, Scope.CloseableScope]
+
+const noTransaction = (): undefined => undefined
+
+/** Gives a reservation back that no caller took (its caller stopped waiting). */
+const release = (exit: Exit.Exit<Reserved, SqlError>): void => {
+  if (Exit.isSuccess(exit)) Effect.runFork(Scope.close(exit.value[1], Exit.void))
+}
+
 /** Whether a transaction's wrapper still serves its transaction. */
 const openTransactions = new WeakMap<Connection, { open: boolean }>()
 
@@ -107,8 +135,18 @@ export interface Connections {
   readonly run: (text: string, params: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<Row>, SqlError>
   /** Runs a fixed statement on a pooled connection, never in a transaction (for work no caller owns). */
   readonly onPool: (text: string, params: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<Row>, SqlError>
+  /**
+   * `onPool` for a statement that returns no rows: the rows it wrote, from its command tag (see
+   * `rowCountOf`). Cheaper than a `RETURNING` that only says "written".
+   */
+  readonly onPoolCounted: (text: string, params: ReadonlyArray<unknown>) => Effect.Effect<number, SqlError>
   /** The caller's transaction connection, when it is still open. */
   readonly liveTransaction: Effect.Effect<Option.Option<readonly [Connection, number]>>
+  /** `inside()` when the caller has an open transaction, else `outside()`: one step, no `Option`. */
+  readonly ifInTransaction: <A, E, R>(
+    inside: () => Effect.Effect<A, E, R>,
+    outside: () => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E, R>
   /**
    * Runs `body` in a transaction of its own: `begin` (e.g. `BEGIN` and a lock,
    * in one round trip), then `body` with the transaction in its context, then
@@ -153,25 +191,31 @@ export const makeConnections = (sql: SqlClient.SqlClient): Connections => {
 
   // cleared for good by the first sign that the server does not keep named statements
   let useNamed = poolConnection !== undefined
-  const execute = (conn: Connection, text: string, params: ReadonlyArray<unknown>) => {
-    if (!useNamed) return conn.execute(text, params, undefined) as Effect.Effect<ReadonlyArray<Row>, SqlError>
+  /** `send` as a named statement while the server keeps them (once per text and connection), else unnamed. */
+  const named = <A>(send: (conn: Connection, query: string, params: ReadonlyArray<unknown>) => Effect.Effect<A, SqlError>) =>
+  (conn: Connection, text: string, params: ReadonlyArray<unknown>): Effect.Effect<A, SqlError> => {
+    if (!useNamed) return send(conn, text, params)
     // A node-postgres query config in place of the text: `@effect/sql-pg` hands it to
     // `client.query` as it is. A fresh object per call: node-postgres writes into it.
-    return (conn.execute({ name: nameOf(text), text } as unknown as string, params, undefined) as Effect.Effect<
-      ReadonlyArray<Row>,
-      SqlError
-    >).pipe(
-      Effect.catchIf(forgotten, (error) => {
-        useNamed = false
-        // the server refused the statement, so nothing of it ran: re-running is safe even for a write.
-        // Inside a transaction the error has aborted it: only a fresh statement can be re-run
-        return openTransactions.has(conn) ? Effect.fail(error) : conn.execute(text, params, undefined)
-      })
-    )
+    return Effect.catchIf(send(conn, { name: nameOf(text), text } as unknown as string, params), forgotten, (error) => {
+      useNamed = false
+      // the server refused the statement, so nothing of it ran: re-running is safe even for a write.
+      // Inside a transaction the error has aborted it: only a fresh statement can be re-run
+      return openTransactions.has(conn) ? Effect.fail(error) : send(conn, text, params)
+    })
   }
+  const execute = named((conn, query, params) =>
+    conn.execute(query, params, undefined) as Effect.Effect<ReadonlyArray<Row>, SqlError>
+  )
+  const executeCounted = named((conn, query, params) => Effect.map(conn.executeRaw(query, params), rowCountOf))
 
   const onPool = (text: string, params: ReadonlyArray<unknown>) =>
     poolConnection === undefined ? unnamed(text, params) : execute(poolConnection, text, params)
+
+  const onPoolCounted = (text: string, params: ReadonlyArray<unknown>) =>
+    poolConnection === undefined
+      ? withoutTransaction(Effect.map(sql.unsafe(text, params).raw, rowCountOf))
+      : executeCounted(poolConnection, text, params)
 
   /** A connection that is `conn` while the transaction is open, and the pool afterwards. */
   const transactionConnection = (conn: Connection, state: { open: boolean }): Connection => {
@@ -196,33 +240,71 @@ export const makeConnections = (sql: SqlClient.SqlClient): Connections => {
     return wrapper
   }
 
-  const liveTransaction = Effect.map(
-    Effect.serviceOption(SqlClient.TransactionConnection),
-    Option.filter(([conn]) => openTransactions.get(conn)?.open ?? true)
+  /**
+   * The caller's open transaction, read straight off the fiber's context: one
+   * step per statement, where `serviceOption`, `Option.filter` and `flatMap` took four.
+   */
+  const openTransactionOf = (
+    fiber: Fiber.RuntimeFiber<unknown, unknown>
+  ): readonly [Connection, number] | undefined => {
+    const transaction = Context.getOrElse(fiber.currentContext, SqlClient.TransactionConnection, noTransaction)
+    return transaction !== undefined && (openTransactions.get(transaction[0])?.open ?? true) ? transaction : undefined
+  }
+
+  const liveTransaction = Effect.withFiberRuntime<Option.Option<readonly [Connection, number]>>((fiber) =>
+    Effect.succeed(Option.fromNullable(openTransactionOf(fiber)))
   )
 
+  const ifInTransaction = <A, E, R>(
+    inside: () => Effect.Effect<A, E, R>,
+    outside: () => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E, R> => Effect.withFiberRuntime((fiber) => (openTransactionOf(fiber) === undefined ? outside() : inside()))
+
   const run = (text: string, params: ReadonlyArray<unknown>) =>
-    Effect.flatMap(liveTransaction, (transaction) =>
-      Option.isSome(transaction) ? execute(transaction.value[0], text, params) : onPool(text, params))
+    Effect.withFiberRuntime<ReadonlyArray<Row>, SqlError>((fiber) => {
+      const transaction = openTransactionOf(fiber)
+      return transaction === undefined ? onPool(text, params) : execute(transaction[0], text, params)
+    })
+
+  /** A reservation in its own scope, as the fiber that acquires it sees it. */
+  const reserveScoped: Effect.Effect<Reserved, SqlError> = Effect.flatMap(
+    Scope.make(),
+    (scope) => Effect.map(Scope.extend(sql.reserve, scope), (conn): Reserved => [conn, scope])
+  )
 
   /**
    * `sql.reserve`, interruptible without leaking: the acquisition runs in a
-   * daemon fiber that is never interrupted, and if the caller stops waiting,
-   * the connection is released as soon as it arrives.
+   * fiber of its own that nobody interrupts, and if the caller stops waiting,
+   * the connection is released as soon as it arrives (`abandon`). That fiber
+   * is a root fiber (`runFork`), watched through an observer, rather than a
+   * daemon joined by the caller: joining merges the child's `FiberRef`s back
+   * into the caller and forking copies them, neither of which a reservation
+   * needs (measured: 27 µs against 34 µs per reservation and release).
    */
-  const reserve: Effect.Effect<readonly [Connection, Scope.CloseableScope], SqlError> = Effect.uninterruptibleMask(
-    (restore) =>
-      Effect.flatMap(Scope.make(), (scope) =>
-        Effect.flatMap(Effect.forkDaemon(Scope.extend(sql.reserve, scope)), (acquiring) =>
-          restore(Fiber.join(acquiring)).pipe(
-            Effect.map((conn) => [conn, scope] as const),
-            Effect.onExit((exit) =>
-              Exit.isSuccess(exit)
-                ? Effect.void
-                : Effect.forkDaemon(Effect.zipRight(Fiber.await(acquiring), Scope.close(scope, Exit.void)))
-            )
-          )))
-  )
+  const reserve: Effect.Effect<Reserved, SqlError> = Effect.suspend(() => {
+    const acquiring = Effect.runFork(reserveScoped)
+    let waiting: ((exit: Exit.Exit<Reserved, SqlError>) => void) | undefined
+    let abandoned = false
+    acquiring.addObserver((exit) => {
+      if (abandoned) release(exit)
+      else waiting?.(exit)
+    })
+    const abandon = Effect.sync(() => {
+      abandoned = true
+      waiting = undefined
+      const exit = acquiring.unsafePoll()
+      if (exit !== null) release(exit)
+    })
+    return Effect.onExit(
+      Effect.async<Reserved, SqlError>((resume) => {
+        const exit = acquiring.unsafePoll()
+        if (exit !== null) return resume(exit)
+        waiting = resume
+      }),
+      // not ours unless it reached us: interrupted while waiting, or just after it was handed over
+      (exit) => (Exit.isSuccess(exit) ? Effect.void : abandon)
+    )
+  })
 
   /**
    * A late query cancel (from an interrupted statement) may hit the ROLLBACK
@@ -246,13 +328,19 @@ export const makeConnections = (sql: SqlClient.SqlClient): Connections => {
       Effect.flatMap(restore(reserve), ([conn, scope]) => {
         const state = { open: true }
         const exec = (text: string) => conn.executeUnprepared(text, [], undefined)
-        return restore(
-          Effect.zipRight(
-            exec(begin),
-            Effect.provideService(body, SqlClient.TransactionConnection, [transactionConnection(conn, state), 0] as const)
-          )
-        ).pipe(
-          Effect.exit,
+        const transaction = [transactionConnection(conn, state), 0] as const
+        // The transaction joins the fiber's context for BEGIN and `body` and leaves it once they have
+        // ended, set and put back by hand: every exit of `restore(…)` reaches the `Effect.exit` below
+        // (uninterruptible from there on). `provideService` does the same in about 25 fiber steps.
+        return Effect.withFiberRuntime<Exit.Exit<A, E | SqlError>>((runtime) => {
+          const fiber = runtime as unknown as SettableContext
+          const outer = fiber.getFiberRef(FiberRef.currentContext)
+          fiber.setFiberRef(FiberRef.currentContext, Context.add(outer, SqlClient.TransactionConnection, transaction))
+          return Effect.map(Effect.exit(restore(Effect.zipRight(exec(begin), body as Effect.Effect<A, E>))), (exit) => {
+            fiber.setFiberRef(FiberRef.currentContext, outer)
+            return exit
+          })
+        }).pipe(
           Effect.flatMap((exit) => {
             state.open = false
             const end: Effect.Effect<A, E | SqlError | CommitFailure> = Exit.isSuccess(exit)
@@ -261,11 +349,12 @@ export const makeConnections = (sql: SqlClient.SqlClient): Connections => {
                 Effect.as(exit.value)
               )
               : Effect.zipRight(rollback(conn), exit)
-            return Effect.ensuring(end, Scope.close(scope, Exit.void))
+            // already uninterruptible here: the release follows the end without `ensuring`'s own mask (8 steps fewer)
+            return Effect.flatMap(Effect.exit(end), (ended) => Effect.zipRight(Scope.close(scope, Exit.void), ended))
           })
         )
       })
     )
 
-  return { run, onPool, liveTransaction, inTransaction }
+  return { run, onPool, onPoolCounted, liveTransaction, ifInTransaction, inTransaction }
 }

@@ -272,7 +272,7 @@ export const makeDriver = (
   statements: Statements,
   feed?: Pick<Driver, "changes" | "syncChanges">
 ): Driver => {
-  const { inTransaction, liveTransaction, onPool, run } = makeConnections(sql)
+  const { ifInTransaction, inTransaction, liveTransaction, onPool, onPoolCounted, run } = makeConnections(sql)
   const readAgain = readAgainIfLost(poolSize(sql))
   /** A read as the caller's answer: run again past dead connections, then its failure as `DriverError`. */
   const backendRead = <A>(read: Effect.Effect<A, SqlError>): Effect.Effect<A, DriverError> => backend(readAgain(read), "read")
@@ -346,8 +346,8 @@ export const makeDriver = (
   const setLane = coalescer.lane<SetItem, void, DriverError>({
     one: (item) =>
       backend(Effect.map(
-        onPool(statements.setIfFree, [item.hash, item.key, item.value, item.ttl]),
-        (rows) => (rows.length > 0 ? undefined : RETRY)
+        onPoolCounted(statements.setIfFree, [item.hash, item.key, item.value, item.ttl]),
+        (written) => (written > 0 ? undefined : RETRY)
       )),
     alone: (item) => waitingWrites.withLock(item.key, setOnPool(item)),
     batchFailed: writeBatchFailed,
@@ -381,8 +381,7 @@ export const makeDriver = (
     inTransaction: (item: I) => Effect.Effect<A, DriverError>,
     coalesced: (item: I) => Effect.Effect<A, DriverError>
   ) =>
-  (item: I): Effect.Effect<A, DriverError> =>
-    Effect.flatMap(liveTransaction, (transaction) => (Option.isSome(transaction) ? inTransaction(item) : coalesced(item)))
+  (item: I): Effect.Effect<A, DriverError> => ifInTransaction(() => inTransaction(item), () => coalesced(item))
 
   const get = unlessInTransaction(getWith(run), getLane.run)
   const has = unlessInTransaction(
@@ -588,10 +587,10 @@ export const makeDriver = (
       Effect.flatMap(([result, write]) => Effect.as(writeRow(key, hash, write), result))
     )
     return backend(
-      Effect.flatMap(liveTransaction, (transaction): Effect.Effect<A, E | SqlError | DriverError | CommitFailure, R> =>
-        Option.isNone(transaction)
-          ? ownTransaction(statements.beginAndLock(BigInt(hash)), body)
-          : sql.withTransaction(Effect.zipRight(run(statements.lockKey, [hash]), body)))
+      ifInTransaction<A, E | SqlError | DriverError | CommitFailure, R>(
+        () => sql.withTransaction(Effect.zipRight(run(statements.lockKey, [hash]), body)),
+        () => ownTransaction(statements.beginAndLock(BigInt(hash)), body)
+      )
     ) as Effect.Effect<A, E | DriverError, R>
   }
 
