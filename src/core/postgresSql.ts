@@ -162,6 +162,11 @@ export interface Statements {
    */
   readonly setIfFree: string
   /**
+   * `setIfFree` returning one row when written, for a client that reports no row count (the Effect 4
+   * line's `@effect/sql-pg`)
+   */
+  readonly setIfFreeReturning: string
+  /**
    * $1 key_hashes bigint[], $2 keys text[] (distinct), $3 values bytea[], $4 ttls float8[] (ms or null) → key
    * of each row written: like `setIfFree` for each key, in one statement
    */
@@ -333,6 +338,8 @@ export const makeStatements = (options: {
       [["encode(value, 'escape')", "n"]]
     )
   const tryLockCte = `l AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1::bigint) AS free)`
+  const setIfFreeWrite = `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
+    `SELECT $1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp() FROM l WHERE l.free ${upsertTail}`
   return {
     qualifiedTable: t,
     channel,
@@ -421,11 +428,8 @@ export const makeStatements = (options: {
     // A try-lock never waits, so no lock order is needed, and a key whose lock is held is left out
     // rather than waiting (and holding back the other keys): its caller waits alone. The CTE is
     // materialised so every try-lock is taken before any row is written, and only those rows.
-    setIfFree: notifyingWrite(
-      tryLockCte,
-      `INSERT INTO ${t} (key_hash, key, value, expires_at, updated_at) ` +
-        `SELECT $1::bigint, $2::text, $3::bytea, ${expiry}, clock_timestamp() FROM l WHERE l.free ${upsertTail}`
-    ),
+    setIfFree: notifyingWrite(tryLockCte, setIfFreeWrite),
+    setIfFreeReturning: notifyingWrite(tryLockCte, setIfFreeWrite, [["1", "written"]]),
     setManyIfFree: notifyingWrite(
       `l AS MATERIALIZED (SELECT u.h, u.k, u.v, u.ms, pg_try_advisory_xact_lock(u.h) AS free ` +
         `FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::float8[]) AS u(h, k, v, ms))`,

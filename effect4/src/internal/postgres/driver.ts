@@ -330,7 +330,7 @@ export const makeDriver = (
   const setLane = coalescer.lane<SetItem, void, DriverError>({
     one: (item) =>
       backend(Effect.map(
-        onPool(statements.setIfFree, [item.hash, item.key, item.value, item.ttl]),
+        onPool(statements.setIfFreeReturning, [item.hash, item.key, item.value, item.ttl]),
         (rows) => (rows.length > 0 ? undefined : RETRY)
       )),
     alone: (item) => waitingWrites.withLock(item.key, setOnPool(item)),
