@@ -166,10 +166,13 @@ describe("PostgresStore request batching on Effect 4", () => {
       assert.deepStrictEqual(keysNotified.slice().sort(), [...keys.filter((key) => !key.startsWith("live/")), "end"].sort())
     }), 60_000)
 
-  it.live("306 concurrent expires of 51 keys on two pools of 2: true for every call on a live key, updates in flight waited for (one creating its key), each change notified", () =>
+  it.live("306 concurrent expires of 51 keys on two pools of 4 and 2: true for every call on a live key, updates in flight waited for (one creating its key), each change notified", () =>
     Effect.gen(function*() {
       const table = freshTable("batch_expire")
-      const a = yield* instance({ table, notifyChanges: true }, 2)
+      // A's expires of held and created wait for B's updates each in a transaction of its own, one
+      // connection each while they wait (as a lone expire of a held key does): A needs more for its
+      // batches (as on main since 3a2b26a; the test's own count runs on a pool of its own here)
+      const a = yield* instance({ table, notifyChanges: true }, 4)
       const b = yield* instance({ table, createTable: false, notifyChanges: true }, 2)
       yield* a.store.setMany(Array.from({ length: 30 }, (_, i) => [`live/${i}`, bytes(`v${i}`)] as const))
       yield* a.store.set("held", bytes("before"))
