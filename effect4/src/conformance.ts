@@ -1269,6 +1269,36 @@ export const conformance = (
           assert.strictEqual(winners.length, 1, `${winners.length} calls returned true`)
           assert.strictEqual(yield* read(key), `writer ${winners[0]![0]}`, "the stored value is not the winner's")
         }))
+
+      // Expired keys are left to the PostgreSQL tests: an `advance` here moves the suite's shared
+      // TestClock, and "removes expired entries and counts them" fails when that brings the
+      // store's scheduled sweep (every minute) into its window (seen on NearCache over MemoryStore).
+      it.effect("concurrent calls on many keys, four per key: one true per missing key, none for a live one, the winner's value stored", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          const missing = Array.from({ length: 25 }, (_, i) => `${prefix}m/${i}`)
+          const live = Array.from({ length: 5 }, (_, i) => `${prefix}l/${i}`)
+          yield* Effect.forEach(live, (key) => KvStore.set(key, bytes("kept")), { discard: true })
+          const keys = [...missing, ...live]
+          // round after round over every key: calls of one key are far apart in arrival order
+          const calls = Array.from({ length: 4 * keys.length }, (_, n) => {
+            const key = keys[n % keys.length]!
+            const value = `${key}#${Math.floor(n / keys.length)}`
+            return Effect.map(KvStore.setIfAbsent(key, bytes(value)), (won) => [key, value, won] as const)
+          })
+          const answers = yield* Effect.all(calls, { concurrency: "unbounded" })
+          const winners = new Map<string, Array<string>>()
+          for (const [key, value, won] of answers) if (won) winners.set(key, [...(winners.get(key) ?? []), value])
+          for (const key of missing) {
+            const won = winners.get(key) ?? []
+            assert.strictEqual(won.length, 1, `${key}: ${won.length} calls returned true`)
+            assert.strictEqual(yield* read(key), won[0], `${key}: the stored value is not the winner's`)
+          }
+          for (const key of live) {
+            assert.isUndefined(winners.get(key), `${key} was live, yet a setIfAbsent returned true`)
+            assert.strictEqual(yield* read(key), "kept")
+          }
+        }))
     })
 
     describe("increment", () => {
@@ -1462,6 +1492,33 @@ export const conformance = (
           }
           yield* advance(PAST_TTL)
           for (const [label] of forever) assert.strictEqual(yield* read(prefix + label), label)
+        }))
+
+      it.effect("concurrent calls on many keys, three per key: true for every call on a live key, false on a missing one, values kept, one asked expiry applied", () =>
+        Effect.gen(function*() {
+          const prefix = freshPrefix()
+          const live = Array.from({ length: 20 }, (_, i) => `${prefix}l/${i}`)
+          const missing = Array.from({ length: 10 }, (_, i) => `${prefix}m/${i}`)
+          yield* Effect.forEach(live, (key) => KvStore.set(key, bytes(`kept ${key}`)), { discard: true })
+          const keys = [...live, ...missing]
+          const hours = [1, 2, 3]
+          const calls = Array.from({ length: hours.length * keys.length }, (_, n) => {
+            const key = keys[n % keys.length]!
+            return Effect.map(KvStore.expire(key, Duration.hours(hours[Math.floor(n / keys.length)]!)), (live) => [key, live] as const)
+          })
+          const answers = yield* Effect.all(calls, { concurrency: "unbounded" })
+          for (const [key, wasLive] of answers) {
+            assert.strictEqual(wasLive, live.includes(key), `expire of ${key} answered ${wasLive}`)
+          }
+          for (const key of live) {
+            assert.strictEqual(yield* read(key), `kept ${key}`)
+            const left = yield* timeLeft(key)
+            assert.isTrue(
+              typeof left === "number" && hours.some((h) => Math.abs(left - h * 3_600_000) < 60_000),
+              `${key}: ${left} ms left, none of the expiries asked`
+            )
+          }
+          for (const key of missing) assert.strictEqual(yield* read(key), undefined, `expire wrote ${key}`)
         }))
 
       it.effect("on a missing or expired key: false, and nothing is written", () =>

@@ -49,7 +49,7 @@ export const BATCH = 1000
  * writers while it runs (it is one statement per 1000 keys).
  *
  * Not escalated (yet): statements that each hold up to `BATCH` key locks only
- * until they end — the coalesced set/increment/delete statements (try-locks; at most
+ * until they end — the coalesced set/increment/delete/setIfAbsent/expire statements (try-locks; at most
  * `inFlightBudget` of them per pool), `deleteMany` per 1000 keys and
  * `deletePrefix` per 1000 rows. One pool of 10 holds at most about 10,000 at
  * once only if all of them run such statements together; inside a caller's
@@ -66,6 +66,21 @@ interface Hashed {
 }
 
 const byHash = (a: Hashed, b: Hashed): number => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0)
+
+/** Items that carry their key's hash as decimal text (as sent), in key_hash order: the order multi-key locks are taken in. */
+const inHashOrder = <I extends { readonly hash: string }>(items: ReadonlyArray<I>): Array<I> =>
+  items.map((item) => ({ item, hash: BigInt(item.hash) })).sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0))
+    .map((entry) => entry.item)
+
+/** The last item of each key, in the order of the keys' last appearance. */
+const lastPerKey = <I extends { readonly key: string }>(items: ReadonlyArray<I>): Array<I> => {
+  const last = new Map<string, I>()
+  for (const item of items) {
+    last.delete(item.key)
+    last.set(item.key, item)
+  }
+  return Array.from(last.values())
+}
 
 /** Consecutive slices of at most `BATCH` items and (with `size`) about `BATCH_BYTES` bytes. */
 const chunksOf = <A>(items: ReadonlyArray<A>, size?: (item: A) => number): Array<Array<A>> => {
@@ -231,6 +246,12 @@ interface IncrementItem {
   readonly key: string
   readonly hash: string
   readonly by: number
+  readonly ttl: number | null
+}
+
+interface TtlItem {
+  readonly key: string
+  readonly hash: string
   readonly ttl: number | null
 }
 
@@ -445,16 +466,103 @@ export const makeDriver = (
 
   const delete_ = unlessInTransaction(deleteWith(run), deleteLane.run)
 
-  const expire = (key: string, ttl: number | undefined) => {
-    const hash = hashOf(key)
-    return backend(
+  const expireWith = (runner: typeof run) => (item: TtlItem) =>
+    backend(
       unlessLocked(
-        run(statements.expireIfFree, [hash, key, ttlParam(ttl)]),
-        (h) => afterLock(h, statements.expireLocked, [key, ttlParam(ttl)]),
-        hash
+        runner(statements.expireIfFree, [item.hash, item.key, item.ttl]),
+        (h) => afterLock(h, statements.expireLocked, [item.key, item.ttl]),
+        item.hash
       )
     ).pipe(Effect.map((row) => Number(row?.["changed"] ?? 0) > 0))
-  }
+
+  /**
+   * Expires of keys whose lock they get without waiting go out together; a
+   * key whose update is in flight comes back `RETRY` and its caller waits
+   * alone, as `expire` does. Queued expires of one key are concurrent calls
+   * run one after another at once: each answers whether the key was live,
+   * and the last one's TTL is the one stored (one write, one notification).
+   */
+  const expireLane = coalescer.lane<TtlItem, boolean, DriverError>({
+    one: (item) =>
+      backend(Effect.map(
+        onPool(statements.expireIfFree, [item.hash, item.key, item.ttl]),
+        (rows) => (rows[0]?.["free"] === true ? Number(rows[0]["changed"] ?? 0) > 0 : RETRY)
+      )),
+    alone: (item) => waitingWrites.withLock(item.key, expireWith(onPool)(item)),
+    batchFailed: writeBatchFailed,
+    maxItems: BATCH,
+    many: (items) => {
+      const sorted = inHashOrder(lastPerKey(items))
+      return Effect.map(
+        backend(onPool(statements.expireEachIfFree, [
+          sorted.map((item) => item.hash),
+          sorted.map((item) => item.key),
+          sorted.map((item) => item.ttl)
+        ])),
+        (rows) => {
+          const outcome = new Map<string, boolean | Retry>()
+          for (const row of rows) outcome.set(String(row["key"]), row["free"] === true ? row["changed"] === true : RETRY)
+          return items.map((item) => {
+            const result = outcome.get(item.key) ?? RETRY
+            return result === RETRY ? RETRY : Exit.succeed(result)
+          })
+        }
+      )
+    }
+  })
+
+  const expireItem = unlessInTransaction(expireWith(run), expireLane.run)
+  const expire = (key: string, ttl: number | undefined) => expireItem({ key, hash: hashOf(key), ttl: ttlParam(ttl) })
+
+  const setIfAbsentWith = (runner: typeof run) => (item: SetItem) =>
+    backend(Effect.map(runner(statements.setIfAbsent, [item.hash, item.key, item.value, item.ttl]), (rows) => rows.length > 0))
+
+  /**
+   * setIfAbsent of keys whose lock they get without waiting go out together;
+   * a key whose update is in flight comes back `RETRY` and its caller waits
+   * alone with the single statement. Queued calls of one key are concurrent
+   * calls run one after another in arrival order: only the first can find
+   * the key absent, so only its value is sent, and the later ones answer
+   * `false` (the key is live once the first wrote it, or was already).
+   */
+  const setIfAbsentLane = coalescer.lane<SetItem, boolean, DriverError>({
+    one: (item) =>
+      backend(Effect.map(
+        onPool(statements.setIfAbsentIfFree, [item.hash, item.key, item.value, item.ttl]),
+        (rows) => (rows[0]?.["free"] === true ? Number(rows[0]["written"] ?? 0) > 0 : RETRY)
+      )),
+    alone: (item) => waitingWrites.withLock(item.key, setIfAbsentWith(onPool)(item)),
+    batchFailed: writeBatchFailed,
+    maxItems: BATCH,
+    sizeOf: (item) => item.value.length,
+    maxBytes: SET_BATCH_BYTES,
+    many: (items) => {
+      const first = new Map<string, SetItem>()
+      for (const item of items) if (!first.has(item.key)) first.set(item.key, item)
+      const sorted = inHashOrder(Array.from(first.values()))
+      return Effect.map(
+        backend(onPool(statements.setIfAbsentEachIfFree, [
+          sorted.map((item) => item.hash),
+          sorted.map((item) => item.key),
+          sorted.map((item) => item.value),
+          sorted.map((item) => item.ttl)
+        ])),
+        (rows) => {
+          const outcome = new Map<string, boolean | Retry>()
+          for (const row of rows) outcome.set(String(row["key"]), row["free"] === true ? row["written"] === true : RETRY)
+          return items.map((item) => {
+            const result = outcome.get(item.key) ?? RETRY
+            if (result === RETRY) return RETRY
+            return Exit.succeed(first.get(item.key) === item && result)
+          })
+        }
+      )
+    }
+  })
+
+  const setIfAbsentItem = unlessInTransaction(setIfAbsentWith(run), setIfAbsentLane.run)
+  const setIfAbsent = (key: string, value: Uint8Array, ttl: number | undefined) =>
+    setIfAbsentItem({ key, hash: hashOf(key), value, ttl: ttlParam(ttl) })
 
   const writeRow = (key: string, hash: string, write: Write) => {
     if (write._tag === "Keep") return Effect.void
@@ -767,8 +875,7 @@ export const makeDriver = (
         rows.length === 0
           ? Option.none()
           : Option.some(rows[0]!["ms"] === null ? undefined : Math.max(0, Number(rows[0]!["ms"]))))),
-    setIfAbsent: (key, value, ttl) =>
-      backend(Effect.map(run(statements.setIfAbsent, [hashOf(key), key, value, ttlParam(ttl)]), (rows) => rows.length > 0)),
+    setIfAbsent,
     increment,
     expire,
     getMany,

@@ -73,6 +73,11 @@
  *   falls back to a transaction: wait for the lock, then `DELETE` with a fresh
  *   snapshot. So `delete` waits for an in-flight update and then sees its
  *   result, and costs one round trip otherwise.
+ * - Coalesced calls (`coalesce.ts`; `set`, `increment`, `delete`, `setIfAbsent`,
+ *   `expire` outside a transaction) use the try-lock form: a statement writes
+ *   only the keys whose lock it gets without waiting, and a key an update holds
+ *   goes back to its caller, who waits as above. A try-lock never waits, so no
+ *   two batches wait for each other.
  *
  * ## Cleanup
  *
