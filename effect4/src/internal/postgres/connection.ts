@@ -33,6 +33,7 @@
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as SqlClient from "effect/sql/SqlClient"
 import { SqlError } from "effect/sql/SqlError"
@@ -129,6 +130,11 @@ export interface Connections {
   readonly onPool: (text: string, params: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<Row>, SqlError>
   /** The caller's transaction connection, when it is still open. */
   readonly liveTransaction: Effect.Effect<Option.Option<unknown>>
+  /** `inside()` when the caller has an open transaction, else `outside()`: one step, no `Option`. */
+  readonly ifInTransaction: <A, E, R>(
+    inside: () => Effect.Effect<A, E, R>,
+    outside: () => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E, R>
   /**
    * Runs `body` in a transaction of its own: `BEGIN`, then `lock` (a statement
    * taking the keys' locks) when given, then `body`, then `COMMIT`, or
@@ -151,25 +157,45 @@ export const makeConnections = (sql: SqlClient.SqlClient): Connections => {
   const onPool = (text: string, values: ReadonlyArray<unknown>) =>
     withoutTransaction(sql.unsafe<Row>(text, params(values)).withoutTransform)
 
-  const liveTransaction: Effect.Effect<Option.Option<unknown>> = Effect.flatMap(
-    Effect.serviceOption(service),
-    (transaction) =>
-      Option.isNone(transaction)
-        ? Effect.succeedNone
-        : Effect.match(SqlClient.activeTransactionConnection(transaction.value), {
-          onFailure: () => Option.none(),
-          onSuccess: (conn) => Option.some<unknown>(conn)
-        })
+  /**
+   * `inside(conn)` when the caller's context holds a transaction that is still open, else
+   * `outside()`, read straight off the fiber's context: one step per statement, where
+   * `serviceOption`, `match` and `flatMap` took several. Whether the transaction has ended
+   * only `activeTransactionConnection` knows (its bookkeeping is private to `effect/sql`);
+   * its answer for an open one is `Effect.succeed`, an `Exit` on Effect 4, read at once.
+   * Any other answer (the "transaction has ended" failure) is run and matched.
+   */
+  const openTransaction = <A, E, R>(
+    inside: (conn: unknown) => Effect.Effect<A, E, R>,
+    outside: () => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E, R> =>
+    Effect.withFiber((fiber) => {
+      const transaction = Context.getOrUndefined(fiber.context, service)
+      if (transaction === undefined) return outside()
+      const active = SqlClient.activeTransactionConnection(transaction)
+      if (Exit.isExit(active)) return Exit.isSuccess(active) ? inside(active.value) : outside()
+      return Effect.matchEffect(active, { onFailure: outside, onSuccess: inside })
+    })
+
+  const liveTransaction: Effect.Effect<Option.Option<unknown>> = openTransaction(
+    (conn) => Effect.succeed(Option.some(conn)),
+    () => Effect.succeedNone
   )
 
+  const ifInTransaction = <A, E, R>(
+    inside: () => Effect.Effect<A, E, R>,
+    outside: () => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E, R> => openTransaction(inside, outside)
+
   const run = (text: string, values: ReadonlyArray<unknown>) =>
-    Effect.flatMap(liveTransaction, (transaction) =>
-      Option.isSome(transaction) ? sql.unsafe<Row>(text, params(values)).withoutTransform : onPool(text, values))
+    openTransaction(
+      () => sql.unsafe<Row>(text, params(values)).withoutTransform,
+      () => onPool(text, values)
+    )
 
   /** The caller's live transaction joined (a savepoint), else a transaction of its own with no stale one in context. */
   const withTransaction = <A, E, R>(body: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
-    Effect.flatMap(liveTransaction, (transaction) =>
-      Option.isSome(transaction) ? sql.withTransaction(body) : withoutTransaction(sql.withTransaction(body)))
+    openTransaction(() => sql.withTransaction(body), () => withoutTransaction(sql.withTransaction(body)))
 
   /**
    * `sql.withTransaction` fails with the COMMIT's own `SqlError` (or dies, when the
@@ -197,5 +223,5 @@ export const makeConnections = (sql: SqlClient.SqlClient): Connections => {
       )
     })
 
-  return { run, onPool, liveTransaction, inTransaction, withTransaction }
+  return { run, onPool, liveTransaction, ifInTransaction, inTransaction, withTransaction }
 }

@@ -277,7 +277,7 @@ export const makeDriver = (
   rateLimit4Statements: RateLimit4Statements,
   feed?: Pick<Driver, "changes" | "syncChanges">
 ): Driver & RateLimit4Driver => {
-  const { inTransaction, liveTransaction, onPool, run, withTransaction } = makeConnections(sql)
+  const { ifInTransaction, inTransaction, liveTransaction, onPool, run, withTransaction } = makeConnections(sql)
   const readAgain = readAgainIfLost(poolSize(sql))
   /** A read as the caller's answer: run again past dead connections, then its failure as `DriverError`. */
   const backendRead = <A>(read: Effect.Effect<A, SqlError>): Effect.Effect<A, DriverError> => backend(readAgain(read), "read")
@@ -386,8 +386,7 @@ export const makeDriver = (
     inTransaction: (item: I) => Effect.Effect<A, DriverError>,
     coalesced: (item: I) => Effect.Effect<A, DriverError>
   ) =>
-  (item: I): Effect.Effect<A, DriverError> =>
-    Effect.flatMap(liveTransaction, (transaction) => (Option.isSome(transaction) ? inTransaction(item) : coalesced(item)))
+  (item: I): Effect.Effect<A, DriverError> => ifInTransaction(() => inTransaction(item), () => coalesced(item))
 
   const get = unlessInTransaction(getWith(run), getLane.run)
   const has = unlessInTransaction(
@@ -599,8 +598,10 @@ export const makeDriver = (
       Effect.flatMap(([result, write]) => Effect.as(writeRow(key, hash, write), result))
     )
     return backend(
-      Effect.flatMap(liveTransaction, (transaction): Effect.Effect<A, E | SqlError | DriverError | CommitFailure, R> =>
-        Option.isNone(transaction) ? ownTransaction(undefined, body) : withTransaction(body))
+      ifInTransaction<A, E | SqlError | DriverError | CommitFailure, R>(
+        () => sql.withTransaction(body),
+        () => ownTransaction(undefined, body)
+      )
     ) as Effect.Effect<A, E | DriverError, R>
   }
 
