@@ -154,6 +154,38 @@ const assertOutcomeUnknown = <A, E>(exit: Exit.Exit<A, E>, op: string) => {
   assert.match(kv.message, /outcome is unknown/, kv.message)
 }
 
+/**
+ * Runs `call` for every one of `args` at once inside the window, kills what waits for the
+ * standby (the lone statement, then the batch behind it) and gives every call's exit.
+ */
+const callsKilledInCommit = <A, B>(
+  app: string,
+  args: ReadonlyArray<A>,
+  call: (arg: A) => Effect.Effect<B, KvStore.KvError>,
+  what: string
+) =>
+  inWindow(Effect.gen(function*() {
+    const callers = yield* Effect.forEach(args, (arg) => Effect.fork(Effect.exit(call(arg))), { concurrency: "unbounded" })
+    yield* killTwice(app, callers)
+    return callers
+  })).pipe(Effect.flatMap((callers) => Effect.forEach(callers, Fiber.join)), bounded(60_000, what))
+
+/**
+ * How many of `exits` failed "outcome is unknown"; every other one must have
+ * answered `true` (a batch re-run after its answer was lost would answer `false`).
+ */
+const trueOrUnknown = (exits: ReadonlyArray<Exit.Exit<boolean, KvStore.KvError>>, keys: ReadonlyArray<string>, op: string) => {
+  let unknown = 0
+  for (const [i, exit] of exits.entries()) {
+    if (Exit.isSuccess(exit)) assert.isTrue(exit.value, `${keys[i]}: its ${op} answered false`)
+    else {
+      unknown++
+      assertOutcomeUnknown(exit, op)
+    }
+  }
+  return unknown
+}
+
 describe("PostgresStore: a write whose answer was lost is never re-run (a server of its own)", () => {
   it.scopedLive("80 coalesced increments of 40 counters, their commits' answers lost: none counted twice, every acknowledged one once", () =>
     Effect.gen(function*() {
@@ -163,22 +195,12 @@ describe("PostgresStore: a write whose answer was lost is never re-run (a server
       const keys = Array.from({ length: 40 }, (_, k) => `c/${k}`)
       yield* store.set("warm", bytes("up"))
 
-      const exits = yield* inWindow(Effect.gen(function*() {
-        const callers = yield* Effect.forEach(
-          Array.from({ length: 80 }, (_, i) => keys[i % keys.length]!),
-          (key) => Effect.fork(Effect.exit(store.increment(key))),
-          { concurrency: "unbounded" }
-        )
-        // kill what waits for the standby: first the lone statement, then the batch behind it
-        let kills = 0
-        const allDone = Effect.map(Effect.forEach(callers, Fiber.poll), (polls) => polls.every(Option.isSome))
-        for (let i = 0; i < 1000 && kills < 2 && !(yield* allDone); i++) {
-          yield* sleep(20)
-          kills += (yield* killWaitingCommits(app)) > 0 ? 1 : 0
-        }
-        assert.isAbove(kills, 0, "no statement was seen waiting for the standby")
-        return callers
-      })).pipe(Effect.flatMap((callers) => Effect.forEach(callers, Fiber.join)), bounded(60_000, "the increments"))
+      const exits = yield* callsKilledInCommit(
+        app,
+        Array.from({ length: 80 }, (_, i) => keys[i % keys.length]!),
+        (key) => store.increment(key),
+        "the increments"
+      )
 
       let acknowledged = 0
       let unknown = 0
@@ -216,30 +238,9 @@ describe("PostgresStore: a write whose answer was lost is never re-run (a server
       const keys = Array.from({ length: 80 }, (_, k) => `d/${k}`)
       yield* store.setMany(keys.map((key) => [key, bytes("v")] as const))
 
-      const exits = yield* inWindow(Effect.gen(function*() {
-        const callers = yield* Effect.forEach(keys, (key) => Effect.fork(Effect.exit(store.delete(key))), {
-          concurrency: "unbounded"
-        })
-        // kill what waits for the standby: first the lone statement, then the batch behind it
-        let kills = 0
-        const allDone = Effect.map(Effect.forEach(callers, Fiber.poll), (polls) => polls.every(Option.isSome))
-        for (let i = 0; i < 1000 && kills < 2 && !(yield* allDone); i++) {
-          yield* sleep(20)
-          kills += (yield* killWaitingCommits(app)) > 0 ? 1 : 0
-        }
-        assert.isAbove(kills, 0, "no statement was seen waiting for the standby")
-        return callers
-      })).pipe(Effect.flatMap((callers) => Effect.forEach(callers, Fiber.join)), bounded(60_000, "the deletes"))
-
-      let unknown = 0
-      for (const [i, exit] of exits.entries()) {
-        // a re-run batch would find its keys already gone and answer false
-        if (Exit.isSuccess(exit)) assert.isTrue(exit.value, `${keys[i]}: its delete answered false`)
-        else {
-          unknown++
-          assertOutcomeUnknown(exit, "delete")
-        }
-      }
+      const exits = yield* callsKilledInCommit(app, keys, (key) => store.delete(key), "the deletes")
+      // a re-run batch would find its keys already gone and answer false
+      const unknown = trueOrUnknown(exits, keys, "delete")
       // every acknowledged delete removed its key; the lost ones committed before their answers were lost
       const left = yield* store.getMany(keys)
       assert.isTrue(left.every(Option.isNone), "a key survived its delete")
@@ -253,23 +254,14 @@ describe("PostgresStore: a write whose answer was lost is never re-run (a server
       const keys = Array.from({ length: 80 }, (_, k) => `s/${k}`)
       yield* store.set("warm", bytes("up"))
 
-      const exits = yield* inWindow(Effect.gen(function*() {
-        const callers = yield* Effect.forEach(keys, (key) => Effect.fork(Effect.exit(store.setIfAbsent(key, bytes(`${key} once`)))), {
-          concurrency: "unbounded"
-        })
-        yield* killTwice(app, callers)
-        return callers
-      })).pipe(Effect.flatMap((callers) => Effect.forEach(callers, Fiber.join)), bounded(60_000, "the setIfAbsent calls"))
-
-      let unknown = 0
-      for (const [i, exit] of exits.entries()) {
-        // a re-run batch would find its keys already written and answer false
-        if (Exit.isSuccess(exit)) assert.isTrue(exit.value, `${keys[i]}: its setIfAbsent answered false`)
-        else {
-          unknown++
-          assertOutcomeUnknown(exit, "setIfAbsent")
-        }
-      }
+      const exits = yield* callsKilledInCommit(
+        app,
+        keys,
+        (key) => store.setIfAbsent(key, bytes(`${key} once`)),
+        "the setIfAbsent calls"
+      )
+      // a re-run batch would find its keys already written and answer false
+      const unknown = trueOrUnknown(exits, keys, "setIfAbsent")
       // every key written, with its caller's value: the lost ones committed before their answers were lost
       const stored = yield* store.getMany(keys)
       assert.deepStrictEqual(stored.map((v) => Option.map(v, text)), keys.map((key) => Option.some(`${key} once`)))
@@ -283,23 +275,9 @@ describe("PostgresStore: a write whose answer was lost is never re-run (a server
       const keys = Array.from({ length: 80 }, (_, k) => `e/${k}`)
       yield* store.setMany(keys.map((key) => [key, bytes("v")] as const))
 
-      const exits = yield* inWindow(Effect.gen(function*() {
-        const callers = yield* Effect.forEach(keys, (key) => Effect.fork(Effect.exit(store.expire(key, "1 hour"))), {
-          concurrency: "unbounded"
-        })
-        yield* killTwice(app, callers)
-        return callers
-      })).pipe(Effect.flatMap((callers) => Effect.forEach(callers, Fiber.join)), bounded(60_000, "the expires"))
-
+      const exits = yield* callsKilledInCommit(app, keys, (key) => store.expire(key, "1 hour"), "the expires")
       // a batch retried item by item would answer true where its answer was lost: more than the lone statement fails
-      let unknown = 0
-      for (const [i, exit] of exits.entries()) {
-        if (Exit.isSuccess(exit)) assert.isTrue(exit.value, `${keys[i]}: its expire answered false`)
-        else {
-          unknown++
-          assertOutcomeUnknown(exit, "expire")
-        }
-      }
+      const unknown = trueOrUnknown(exits, keys, "expire")
       for (const key of keys) assert.isTrue(Option.isSome(yield* store.timeToLive(key)), `${key}: its expiry was not written`)
       assert.isAbove(unknown, 1, "no batch's answer was lost: the test proved nothing")
     }), 120_000)

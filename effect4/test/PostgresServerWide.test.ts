@@ -170,6 +170,41 @@ const assertOutcomeUnknown = <A, E>(exit: Exit.Exit<A, E>, op: string) => {
   assert.match(kv.message, /outcome is unknown/, kv.message)
 }
 
+/**
+ * Runs `call` for every one of `args` inside the window, kills what waits for the standby
+ * (the lone statement, then the batch behind it) and gives every call's exit. The callers
+ * are forked one after another by this fiber: a child of a concurrent forEach's worker
+ * would end with the worker.
+ */
+const callsKilledInCommit = <A, B>(
+  admin: SqlClient.SqlClient,
+  app: string,
+  args: ReadonlyArray<A>,
+  call: (arg: A) => Effect.Effect<B, KvStore.KvError>,
+  what: string
+) =>
+  inWindow(admin, Effect.gen(function*() {
+    const callers = yield* Effect.forEach(args, (arg) => Effect.forkChild(Effect.exit(call(arg))))
+    yield* killTwice(admin, app, callers)
+    return callers
+  })).pipe(Effect.flatMap((callers) => Effect.forEach(callers, Fiber.join)), bounded(60_000, what))
+
+/**
+ * How many of `exits` failed "outcome is unknown"; every other one must have
+ * answered `true` (a batch re-run after its answer was lost would answer `false`).
+ */
+const trueOrUnknown = (exits: ReadonlyArray<Exit.Exit<boolean, KvStore.KvError>>, keys: ReadonlyArray<string>, op: string) => {
+  let unknown = 0
+  for (const [i, exit] of exits.entries()) {
+    if (Exit.isSuccess(exit)) assert.isTrue(exit.value, `${keys[i]}: its ${op} answered false`)
+    else {
+      unknown++
+      assertOutcomeUnknown(exit, op)
+    }
+  }
+  return unknown
+}
+
 describe("PostgresStore on Effect 4: a write whose answer was lost is never re-run (a server of its own)", () => {
   it.live("80 coalesced setIfAbsent of 80 absent keys, their commits' answers lost: each true or 'outcome is unknown', never false; each value stored once", () =>
     Effect.gen(function*() {
@@ -180,22 +215,15 @@ describe("PostgresStore on Effect 4: a write whose answer was lost is never re-r
       const keys = Array.from({ length: 80 }, (_, k) => `s/${k}`)
       yield* store.set("warm", bytes("up"))
 
-      const exits = yield* inWindow(admin, Effect.gen(function*() {
-        // forked one after another by this fiber: a child of a concurrent forEach's worker would end with the worker
-        const callers = yield* Effect.forEach(keys, (key) => Effect.forkChild(Effect.exit(store.setIfAbsent(key, bytes(`${key} once`)))))
-        yield* killTwice(admin, app, callers)
-        return callers
-      })).pipe(Effect.flatMap((callers) => Effect.forEach(callers, Fiber.join)), bounded(60_000, "the setIfAbsent calls"))
-
-      let unknown = 0
-      for (const [i, exit] of exits.entries()) {
-        // a re-run batch would find its keys already written and answer false
-        if (Exit.isSuccess(exit)) assert.isTrue(exit.value, `${keys[i]}: its setIfAbsent answered false`)
-        else {
-          unknown++
-          assertOutcomeUnknown(exit, "setIfAbsent")
-        }
-      }
+      const exits = yield* callsKilledInCommit(
+        admin,
+        app,
+        keys,
+        (key) => store.setIfAbsent(key, bytes(`${key} once`)),
+        "the setIfAbsent calls"
+      )
+      // a re-run batch would find its keys already written and answer false
+      const unknown = trueOrUnknown(exits, keys, "setIfAbsent")
       // every key written, with its caller's value: the lost ones committed before their answers were lost
       const stored = yield* store.getMany(keys)
       assert.deepStrictEqual(stored.map((v) => Option.map(v, text)), keys.map((key) => Option.some(`${key} once`)))
@@ -210,21 +238,9 @@ describe("PostgresStore on Effect 4: a write whose answer was lost is never re-r
       const keys = Array.from({ length: 80 }, (_, k) => `e/${k}`)
       yield* store.setMany(keys.map((key) => [key, bytes("v")] as const))
 
-      const exits = yield* inWindow(admin, Effect.gen(function*() {
-        const callers = yield* Effect.forEach(keys, (key) => Effect.forkChild(Effect.exit(store.expire(key, "1 hour"))))
-        yield* killTwice(admin, app, callers)
-        return callers
-      })).pipe(Effect.flatMap((callers) => Effect.forEach(callers, Fiber.join)), bounded(60_000, "the expires"))
-
+      const exits = yield* callsKilledInCommit(admin, app, keys, (key) => store.expire(key, "1 hour"), "the expires")
       // a batch retried item by item would answer true where its answer was lost: more than the lone statement fails
-      let unknown = 0
-      for (const [i, exit] of exits.entries()) {
-        if (Exit.isSuccess(exit)) assert.isTrue(exit.value, `${keys[i]}: its expire answered false`)
-        else {
-          unknown++
-          assertOutcomeUnknown(exit, "expire")
-        }
-      }
+      const unknown = trueOrUnknown(exits, keys, "expire")
       for (const key of keys) assert.isTrue(Option.isSome(yield* store.timeToLive(key)), `${key}: its expiry was not written`)
       assert.isAbove(unknown, 1, "no batch's answer was lost: the test proved nothing")
     }), 120_000)
